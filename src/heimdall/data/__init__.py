@@ -1,0 +1,1 @@
+"""Sessions: the in-memory batch, the sharded store and interchange formats."""

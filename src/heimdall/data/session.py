@@ -1,0 +1,163 @@
+"""The session: one transmission heard by R receivers at once (DESIGN.md §2, §3b).
+
+A :class:`SessionBatch` holds B sessions with a common receiver slot count R
+(padded with offline slots) and a common capture length T. Receiver states
+are kept apart everywhere: ``OFFLINE`` (no data, masked), ``HEARD``
+(online, signal present), ``SILENT`` (online, too weak to hear: a censored
+measurement that still carries information).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import ClassVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from heimdall.errors import HeimdallError
+
+OFFLINE: int = 0
+HEARD: int = 1
+SILENT: int = 2
+STATE_NAMES: dict[int, str] = {OFFLINE: "offline", HEARD: "heard", SILENT: "silent"}
+
+MODES: tuple[str, ...] = ("nbfm", "cw", "fsk")
+
+
+@dataclass
+class SessionBatch:
+    """B sessions × R receiver slots × T samples.
+
+    Per session (shape (B,)): ``session_id`` (int64, unique in a dataset),
+    ``world_seed`` and ``session_seed`` (int64, -1 for real recordings),
+    ``center_freq_hz`` (float64, Hz), ``sample_rate_hz`` (float64, samples/s),
+    truth (NaN / -1 when unknown): ``tx_lat_deg``, ``tx_lon_deg`` (degrees),
+    ``tx_power_dbm`` (dBm), ``tx_height_m`` (m), ``mode`` (int8 index into
+    :data:`MODES`, -1 unknown).
+
+    Per receiver slot (shape (B, R)): ``rx_station`` (str), ``rx_lat_deg``,
+    ``rx_lon_deg`` (degrees), ``rx_height_m`` (m), ``rx_fullscale_dbm``
+    (nominal dBm at digital full scale), ``rx_state`` (int8: OFFLINE / HEARD /
+    SILENT), ``rx_start_ns`` (int64 UTC ns since the epoch), ``rx_timing_sigma_s``
+    (s), and simulator bookkeeping (NaN when unknown): ``rx_power_dbm`` (true
+    mean received power at the antenna over the capture, dBm), ``rx_snr_db``
+    (mean SNR over the capture bandwidth, dB), ``rx_delay_s`` (true propagation
+    delay, s), ``rx_clipped`` (bool).
+
+    ``iq``: int16, shape (B, R, T, 2), I and Q; as floats divide by 32768
+    (full scale = 1.0). Offline slots hold zeros.
+    """
+
+    session_id: NDArray[np.int64]
+    world_seed: NDArray[np.int64]
+    session_seed: NDArray[np.int64]
+    center_freq_hz: NDArray[np.float64]
+    sample_rate_hz: NDArray[np.float64]
+    tx_lat_deg: NDArray[np.float64]
+    tx_lon_deg: NDArray[np.float64]
+    tx_power_dbm: NDArray[np.float64]
+    tx_height_m: NDArray[np.float64]
+    mode: NDArray[np.int8]
+    rx_station: NDArray[np.str_]
+    rx_lat_deg: NDArray[np.float64]
+    rx_lon_deg: NDArray[np.float64]
+    rx_height_m: NDArray[np.float64]
+    rx_fullscale_dbm: NDArray[np.float64]
+    rx_state: NDArray[np.int8]
+    rx_start_ns: NDArray[np.int64]
+    rx_timing_sigma_s: NDArray[np.float64]
+    rx_power_dbm: NDArray[np.float64]
+    rx_snr_db: NDArray[np.float64]
+    rx_delay_s: NDArray[np.float64]
+    rx_clipped: NDArray[np.bool_]
+    iq: NDArray[np.int16]
+
+    SESSION_FIELDS: ClassVar[tuple[str, ...]] = (
+        "session_id", "world_seed", "session_seed", "center_freq_hz", "sample_rate_hz",
+        "tx_lat_deg", "tx_lon_deg", "tx_power_dbm", "tx_height_m", "mode",
+    )  # fmt: skip
+    RECEIVER_FIELDS: ClassVar[tuple[str, ...]] = (
+        "rx_station", "rx_lat_deg", "rx_lon_deg", "rx_height_m", "rx_fullscale_dbm",
+        "rx_state", "rx_start_ns", "rx_timing_sigma_s", "rx_power_dbm", "rx_snr_db",
+        "rx_delay_s", "rx_clipped",
+    )  # fmt: skip
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def n_sessions(self) -> int:
+        """Number of sessions B."""
+        return int(self.session_id.shape[0])
+
+    @property
+    def n_receivers(self) -> int:
+        """Receiver slots R."""
+        return int(self.rx_state.shape[1])
+
+    @property
+    def n_samples(self) -> int:
+        """Samples per capture T."""
+        return int(self.iq.shape[2])
+
+    @property
+    def labelled(self) -> NDArray[np.bool_]:
+        """Which sessions carry the transmitter's true position, shape (B,)."""
+        return np.isfinite(self.tx_lat_deg) & np.isfinite(self.tx_lon_deg)
+
+    @property
+    def online(self) -> NDArray[np.bool_]:
+        """Online receiver slots (heard or silent), shape (B, R)."""
+        return self.rx_state != OFFLINE
+
+    def iq_complex(self) -> NDArray[np.complex64]:
+        """IQ as complex64 in full-scale units (int16 / 32768), shape (B, R, T)."""
+        f = self.iq.astype(np.float32) / 32768.0
+        return (f[..., 0] + 1j * f[..., 1]).astype(np.complex64)
+
+    def validate(self) -> None:
+        """Check shapes and dtypes; raise HeimdallError naming the field."""
+        b = self.session_id.shape[0]
+        for name in self.SESSION_FIELDS:
+            arr = getattr(self, name)
+            if arr.shape != (b,):
+                raise HeimdallError(f"session field {name!r}: shape {arr.shape}, expected ({b},)")
+        r = self.rx_state.shape[1] if self.rx_state.ndim == 2 else -1
+        for name in self.RECEIVER_FIELDS:
+            arr = getattr(self, name)
+            if arr.shape != (b, r):
+                raise HeimdallError(f"receiver field {name!r}: shape {arr.shape}, expected ({b}, {r})")
+        if self.iq.dtype != np.int16 or self.iq.ndim != 4 or self.iq.shape[:2] != (b, r):
+            raise HeimdallError(
+                f"field 'iq': dtype {self.iq.dtype} shape {self.iq.shape}, "
+                f"expected int16 ({b}, {r}, T, 2)"
+            )
+        if self.iq.shape[3] != 2:
+            raise HeimdallError(f"field 'iq': last axis has {self.iq.shape[3]} entries, expected 2 (I, Q)")
+
+    def select(self, index: NDArray[np.int64] | slice | list[int]) -> SessionBatch:
+        """Sessions at ``index`` as a new batch (copies)."""
+        return SessionBatch(**{f.name: np.asarray(getattr(self, f.name)[index]).copy() for f in fields(self)})
+
+    @staticmethod
+    def concat(batches: list[SessionBatch]) -> SessionBatch:
+        """Concatenate batches with the same R and T along the session axis."""
+        if not batches:
+            raise HeimdallError("cannot concatenate zero session batches")
+        return SessionBatch(
+            **{f.name: np.concatenate([getattr(b, f.name) for b in batches]) for f in fields(SessionBatch)}
+        )
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """All fields as a name -> array mapping."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @staticmethod
+    def from_arrays(arrays: dict[str, np.ndarray]) -> SessionBatch:
+        """Inverse of :meth:`to_arrays`; missing or extra fields raise HeimdallError."""
+        names = {f.name for f in fields(SessionBatch)}
+        missing = names - set(arrays)
+        if missing:
+            raise HeimdallError(f"session arrays miss fields {sorted(missing)}")
+        return SessionBatch(**{n: np.asarray(arrays[n]) for n in names})

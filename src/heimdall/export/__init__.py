@@ -1,0 +1,1 @@
+"""Heimdall export stage."""

@@ -1,0 +1,1 @@
+"""Heimdall serve stage."""

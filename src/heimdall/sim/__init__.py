@@ -1,0 +1,6 @@
+"""World simulator: receiver networks, propagation, shadowing, fading and IQ (DESIGN.md §3)."""
+
+from heimdall.sim.simulator import World
+from heimdall.sim.world import WorldConfig, load_world
+
+__all__ = ["World", "WorldConfig", "load_world"]
