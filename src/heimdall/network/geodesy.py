@@ -28,6 +28,7 @@ class LocalFrame:
     ----------
     ref_lat_deg, ref_lon_deg
         Reference point (WGS84 latitude / longitude, degrees).
+
     """
 
     ref_lat_deg: float
@@ -35,10 +36,7 @@ class LocalFrame:
 
     @cached_property
     def _forward(self) -> Transformer:
-        proj = (
-            f"+proj=ortho +lat_0={self.ref_lat_deg!r} +lon_0={self.ref_lon_deg!r} "
-            "+ellps=WGS84 +units=km"
-        )
+        proj = f"+proj=ortho +lat_0={self.ref_lat_deg!r} +lon_0={self.ref_lon_deg!r} +ellps=WGS84 +units=km"
         return Transformer.from_crs("EPSG:4326", proj, always_xy=True)
 
     def to_local_km(

@@ -54,6 +54,7 @@ class Receiver(BaseModel):
         IQ sample rate, samples/s.
     bands : list of {"2m", "70cm"}
         Bands the receiver covers.
+
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -94,9 +95,7 @@ class Network(BaseModel):
     @model_validator(mode="after")
     def _check_receivers(self) -> Network:
         if len(self.receivers) < 3:
-            raise ValueError(
-                f"a network needs at least 3 receivers, this one has {len(self.receivers)}"
-            )
+            raise ValueError(f"a network needs at least 3 receivers, this one has {len(self.receivers)}")
         seen_ids: set[str] = set()
         seen_pos: dict[tuple[float, float], str] = {}
         for rx in self.receivers:
@@ -127,8 +126,7 @@ class Network(BaseModel):
             return self.ids.index(station_id)
         except ValueError:
             raise HeimdallError(
-                f"unknown station {station_id!r} in network {self.name!r} "
-                f"(known: {', '.join(self.ids)})"
+                f"unknown station {station_id!r} in network {self.name!r} (known: {', '.join(self.ids)})"
             ) from None
 
     @cached_property
@@ -172,8 +170,7 @@ def parse_network(text: str, source: str = "<network>") -> Network:
         return Network.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<top>'}: {err['msg']}"
-            for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc']) or '<top>'}: {err['msg']}" for err in exc.errors()
         )
         raise HeimdallError(f"{source}: invalid network: {problems}") from None
 

@@ -41,6 +41,7 @@ def rician_gain(
     -------
     gains : ndarray (n_paths, n_grid) complex
     times_s : ndarray (n_grid,) grid times from 0, s
+
     """
     n_grid = int(np.ceil(duration_s * rate_hz)) + 2
     n_fft = max(4 * n_grid, 256)

@@ -63,6 +63,7 @@ def median_path_loss_db(
         Path-loss exponents inside and beyond the horizon (2 = free space).
     k_factor
         Effective earth-radius factor.
+
     """
     d = np.maximum(np.asarray(distance_km, dtype=np.float64), MIN_DISTANCE_KM)
     d_b = radio_horizon_km(tx_height_m, rx_height_m, k_factor)

@@ -65,7 +65,8 @@ def iter_shards(
             start = k * shard_size
             stop = min(start + shard_size, n_sessions)
             futures = [
-                pool.submit(_simulate_range, spec.session_seed, s, min(chunk, stop - s)) for s in range(start, stop, chunk)
+                pool.submit(_simulate_range, spec.session_seed, s, min(chunk, stop - s))
+                for s in range(start, stop, chunk)
             ]
             parts = []
             for fut in futures:

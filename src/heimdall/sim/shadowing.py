@@ -49,6 +49,7 @@ def exponential_field(
     Returns
     -------
     ndarray, shape (count, n_north, n_east), float32, dB
+
     """
     m_n, m_e = 2 * grid.n_north, 2 * grid.n_east
     lag_n = np.minimum(np.arange(m_n), m_n - np.arange(m_n)) * grid.step_km
@@ -82,6 +83,7 @@ def bilinear(
     Returns
     -------
     ndarray, shape (F, *S), dB
+
     """
     east = np.asarray(east_km, dtype=np.float64)
     north = np.asarray(north_km, dtype=np.float64)

@@ -24,10 +24,16 @@ def run_simulation(
     shard_size: int = 256,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Simulate ``sessions`` sessions into the store at ``out``; resumes committed shards.
 
-    Returns a summary: sessions, shards, resumed shards, heard / silent / offline fractions.
+    ``out`` is a local folder or ``s3://bucket/prefix`` (``storage_options``: endpoint,
+    credentials, region; else the AWS_* environment). Shard ``k`` holds sessions
+    ``k*shard_size ..``; a rerun with the same arguments appends only the shards
+    that were not committed, so an interrupted run completes without duplicates.
+
+    Returns a summary: sessions, shards, resumed shards, content hash.
     """
     net = load_network(network)
     config = load_world(world_path)
@@ -46,7 +52,7 @@ def run_simulation(
         "sessions": sessions,
         "shard_size": shard_size,
     }
-    store = SessionStore.create(out, metadata)
+    store = SessionStore.create(out, metadata, storage_options=storage_options)
     done = set(store.committed_shards())
     first = 0
     while first in done:
@@ -54,7 +60,13 @@ def run_simulation(
     if progress is not None and done:
         progress(len(store))
     spec = SimulationSpec(net, config, world_seed, seed)
-    for index, batch in iter_shards(spec, sessions, shard_size, first, workers, progress):
-        if index not in done:
-            store.append_shard(index, batch)
-    return {"sessions": len(store), "shards": len(store.committed_shards()), "resumed_shards": len(done)}
+    with store:
+        for index, batch in iter_shards(spec, sessions, shard_size, first, workers, progress):
+            if index not in done:
+                store.append_shard(index, batch)
+        return {
+            "sessions": len(store),
+            "shards": len(store.committed_shards()),
+            "resumed_shards": len(done),
+            "content_hash": store.content_hash(),
+        }

@@ -64,6 +64,7 @@ class World:
         Simulator parameters (units in ``reference-world.yaml``).
     seed
         World seed: fixes gain offsets, frequency errors and static shadowing maps.
+
     """
 
     def __init__(self, network: Network, config: WorldConfig, seed: int) -> None:
@@ -78,7 +79,7 @@ class World:
         self.config = config
         self.seed = int(seed)
         self.sample_rate_hz = float(rates.pop())
-        self.n_samples = int(round(config.duration_s * self.sample_rate_hz))
+        self.n_samples = round(config.duration_s * self.sample_rate_hz)
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, 0xC0FFEE]))
         drawn_gain = rng.normal(0.0, config.gain_offset_sigma_db, size=len(network.receivers))
         drawn_ferr = rng.uniform(
@@ -225,6 +226,7 @@ class World:
             Index of the first session (its ``session_id``).
         progress
             Called with 1 after each session (for progress bars).
+
         """
         if n_sessions < 0:
             raise HeimdallError(f"number of sessions must be >= 0, got {n_sessions}")
@@ -257,7 +259,9 @@ class World:
         delay_s = d3_km / SPEED_OF_LIGHT_KM_S
 
         sample_t = np.arange(n_t) / fs
-        gains, _ = rician_gain(rng_fade, n_rx, cfg.duration_s, cfg.fading_rate_hz, cfg.rician_k_db, cfg.doppler_hz)
+        gains, _ = rician_gain(
+            rng_fade, n_rx, cfg.duration_s, cfg.fading_rate_hz, cfg.rician_k_db, cfg.doppler_hz
+        )
         fade = interpolate_gain(gains, cfg.fading_rate_hz, sample_t)
         fade_power = np.mean(fade.real.astype(np.float64) ** 2 + fade.imag.astype(np.float64) ** 2, axis=-1)
         rx_power_dbm = power_dbm + 10.0 * np.log10(fade_power)
@@ -331,7 +335,7 @@ class World:
         t_hi = float(offset_s.max()) + cfg.duration_s + 2.0 / fs
         wave = draw_waveform(
             rng, mode, t_lo, t_hi, cfg.nbfm_deviation_hz, tuple(cfg.nbfm_audio_hz),
-            cfg.fsk_baud, cfg.fsk_deviation_hz,
+            cfg.fsk_baud, cfg.fsk_deviation_hz, cfg.fsk_bt,
         )  # fmt: skip
         if cfg.synchronised:
             return wave.phase(sample_t[None, :] + offset_s[:, None])

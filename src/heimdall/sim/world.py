@@ -35,6 +35,7 @@ class WorldConfig(BaseModel):
     nbfm_deviation_hz: float = Field(gt=0.0)
     nbfm_audio_hz: tuple[float, float]
     fsk_baud: float = Field(gt=0.0)
+    fsk_bt: float = Field(gt=0.0)
     fsk_deviation_hz: float = Field(gt=0.0)
     path_loss_exponent_near: float = Field(gt=0.0)
     path_loss_exponent_far: float = Field(gt=0.0)
@@ -121,7 +122,6 @@ def load_world(path: str | Path | None = None) -> WorldConfig:
         return WorldConfig.model_validate(values)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<top>'}: {err['msg']}"
-            for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc']) or '<top>'}: {err['msg']}" for err in exc.errors()
         )
         raise HeimdallError(f"world file {source!r}: {problems}") from None

@@ -1,0 +1,60 @@
+"""The CLI as users run it: help, networks, simulate, and user errors without tracebacks."""
+
+from __future__ import annotations
+
+import pytest
+
+from heimdall.cli import main
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    try:
+        main(list(argv))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_help_lists_commands(capsys) -> None:
+    code, out, _ = _run(capsys, "--help")
+    assert code == 0
+    for command in ("simulate", "networks"):
+        assert command in out
+
+
+def test_networks_list_and_show(capsys) -> None:
+    code, out, _ = _run(capsys, "networks", "list")
+    assert code == 0 and "nw-italy" in out
+    code, out, _ = _run(capsys, "networks", "show", "nw-italy")
+    assert code == 0 and "genova" in out
+
+
+def test_simulate_and_resume(capsys, tmp_path) -> None:
+    out_dir = tmp_path / "ds"
+    args = ["simulate", "--sessions", "5", "--shard-size", "2", "--out", str(out_dir),
+            "--duration-s", "0.05", "--workers", "1"]  # fmt: skip
+    code, out, _ = _run(capsys, *args)
+    assert code == 0 and '"sessions": 5' in out
+    code, out, _ = _run(capsys, *args)
+    assert code == 0 and '"resumed_shards": 3' in out and '"sessions": 5' in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["simulate", "--sessions", "-3", "--out", "{tmp}/x"], "--sessions must be >= 0"),
+        (["simulate", "--network", "nw-nowhere", "--out", "{tmp}/x"], "unknown network 'nw-nowhere'"),
+        (["simulate", "--network", "{tmp}/bad.yaml", "--out", "{tmp}/x"], "not valid YAML"),
+        (["simulate", "--sessions", "1", "--out", "{tmp}/file.txt/sub"], "cannot create output"),
+        (["networks", "show", "nw-nowhere"], "unknown network"),
+    ],
+)
+def test_user_errors_are_one_line(capsys, tmp_path, argv: list[str], fragment: str) -> None:
+    (tmp_path / "bad.yaml").write_text("receivers: [\n")
+    (tmp_path / "file.txt").write_text("not a folder")
+    code, out, err = _run(capsys, *[a.replace("{tmp}", str(tmp_path)) for a in argv])
+    assert code == 2
+    assert fragment in err.replace("\n", " ")
+    assert "Traceback" not in err + out
