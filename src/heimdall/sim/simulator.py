@@ -272,16 +272,19 @@ class World:
         phase = self._received_phase(rng_wave, draw.mode, offset_s, sample_t)
         phase += 2.0 * np.pi * self.freq_error_hz[:, None] * sample_t
         phase32 = np.mod(phase, 2.0 * np.pi).astype(np.float32)
-        carrier = np.cos(phase32) + 1j * np.sin(phase32)
+        cos_p, sin_p = np.cos(phase32), np.sin(phase32)
 
         fullscale = np.array([rx.fullscale_dbm for rx in self.network.receivers])
         level_db = self.gain_offset_db - fullscale  # dBm -> dBFS at this receiver
         amp = (10.0 ** ((power_dbm + level_db) / 20.0)).astype(np.float32)
         noise_amp = (10.0 ** ((noise_dbm + level_db) / 20.0) / np.sqrt(2.0)).astype(np.float32)
         noise = rng_noise.standard_normal((n_rx, n_t, 2), dtype=np.float32)
-        x = amp[:, None] * fade * carrier
-        iq = np.stack([x.real, x.imag], axis=-1).astype(np.float32)
-        iq += noise_amp[:, None, None] * noise
+        g_re = amp[:, None] * fade.real
+        g_im = amp[:, None] * fade.imag
+        iq = noise
+        iq *= noise_amp[:, None, None]
+        iq[..., 0] += g_re * cos_p - g_im * sin_p
+        iq[..., 1] += g_re * sin_p + g_im * cos_p
         if cfg.agc:
             total = np.mean(np.sum(iq.astype(np.float64) ** 2, axis=-1), axis=-1)
             iq *= np.sqrt(10.0 ** (cfg.agc_target_dbfs / 10.0) / total).astype(np.float32)[:, None, None]
@@ -348,7 +351,7 @@ class World:
 
 def _quantise(iq: NDArray[np.float32], bits: int) -> tuple[NDArray[np.int16], NDArray[np.bool_]]:
     """Clip to full scale and quantise to ``bits``; returns int16 (÷32768 = full scale) and clip flags."""
-    clipped = np.any(np.abs(iq) >= 1.0, axis=(-1, -2))
+    clipped = (iq.max(axis=(-1, -2)) >= 1.0) | (iq.min(axis=(-1, -2)) <= -1.0)
     levels = float(2 ** (bits - 1))
     q = np.clip(np.round(iq * levels), -levels, levels - 1) * (32768.0 / levels)
     return q.astype(np.int16), clipped
