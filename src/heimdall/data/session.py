@@ -25,6 +25,19 @@ STATE_NAMES: dict[int, str] = {OFFLINE: "offline", HEARD: "heard", SILENT: "sile
 MODES: tuple[str, ...] = ("nbfm", "cw", "fsk")
 
 
+def pad_value(field: str) -> object:
+    """Fill value of receiver field ``field`` in a padded (empty, offline) slot."""
+    if field == "rx_station":
+        return ""
+    if field == "rx_state":
+        return OFFLINE
+    if field == "rx_start_ns":
+        return 0
+    if field == "rx_clipped":
+        return False
+    return np.nan
+
+
 @dataclass
 class SessionBatch:
     """B sessions × R receiver slots × T samples.
@@ -130,8 +143,7 @@ class SessionBatch:
                 raise HeimdallError(f"receiver field {name!r}: shape {arr.shape}, expected ({b}, {r})")
         if self.iq.dtype != np.int16 or self.iq.ndim != 4 or self.iq.shape[:2] != (b, r):
             raise HeimdallError(
-                f"field 'iq': dtype {self.iq.dtype} shape {self.iq.shape}, "
-                f"expected int16 ({b}, {r}, T, 2)"
+                f"field 'iq': dtype {self.iq.dtype} shape {self.iq.shape}, expected int16 ({b}, {r}, T, 2)"
             )
         if self.iq.shape[3] != 2:
             raise HeimdallError(f"field 'iq': last axis has {self.iq.shape[3]} entries, expected 2 (I, Q)")
@@ -148,6 +160,43 @@ class SessionBatch:
         return SessionBatch(
             **{f.name: np.concatenate([getattr(b, f.name) for b in batches]) for f in fields(SessionBatch)}
         )
+
+    def with_receiver_slots(self, n_slots: int) -> SessionBatch:
+        """Return the batch padded with offline slots up to ``n_slots`` receivers (copy if padded).
+
+        Padded slots have an empty station id, state OFFLINE, NaN positions and
+        levels, start time 0, ``rx_clipped`` False and zero IQ.
+        """
+        r = self.n_receivers
+        if n_slots < r:
+            raise HeimdallError(f"cannot pad {r} receiver slots down to {n_slots}")
+        if n_slots == r:
+            return self
+        extra = n_slots - r
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name in self.RECEIVER_FIELDS:
+            arr = out[name]
+            out[name] = np.concatenate(
+                [arr, np.full((arr.shape[0], extra), pad_value(name), dtype=arr.dtype)], axis=1
+            )
+        iq = self.iq
+        out["iq"] = np.concatenate(
+            [iq, np.zeros((iq.shape[0], extra, *iq.shape[2:]), dtype=iq.dtype)], axis=1
+        )
+        return SessionBatch(**out)
+
+    @staticmethod
+    def concat_padded(batches: list[SessionBatch]) -> SessionBatch:
+        """Concatenate batches with the same T, padding each to the largest receiver count."""
+        if not batches:
+            raise HeimdallError("cannot concatenate zero session batches")
+        lengths = {b.n_samples for b in batches}
+        if len(lengths) > 1:
+            raise HeimdallError(
+                f"cannot combine sessions with different capture lengths {sorted(lengths)} samples"
+            )
+        r = max(b.n_receivers for b in batches)
+        return SessionBatch.concat([b.with_receiver_slots(r) for b in batches])
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """All fields as a name -> array mapping."""
