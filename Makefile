@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HEIMDALL := $(VENV)/bin/heimdall
 DEMO ?= demo-out
-COV_MIN ?= 80
+COV_MIN ?= 85
 
 .PHONY: install demo test test-fast lint format bench clean
 

@@ -100,6 +100,346 @@ def simulate(
     Console().print_json(json.dumps(summary))
 
 
+@app.command("export")
+def export_cmd(
+    out: Annotated[str, typer.Option("--out", help="Folder / prefix (local or s3://) or a .onnx path.")],
+    checkpoint: Annotated[Path | None, typer.Option(help="Lightning .ckpt or saved model file.")] = None,
+    run: Annotated[
+        str | None, typer.Option("--run", help="MLflow run id to export ('latest': the newest run).")
+    ] = None,
+    register: Annotated[str | None, typer.Option(help="Register as a version of this model name.")] = None,
+    alias: Annotated[str, typer.Option(help="Alias for the registered version.")] = "production",
+    evaluation: Annotated[
+        Path | None, typer.Option(help="JSON evaluation summary kept in the metadata.")
+    ] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking URI (default sqlite:///mlruns.db).")
+    ] = None,
+    endpoint_url: EndpointOpt = None,
+    storage_option: StorageOpt = None,
+) -> None:
+    """Export a model to ONNX (checked, parity with PyTorch), write it to the object store, register it."""
+    from heimdall.export.job import run_export
+
+    report = run_export(out, checkpoint=checkpoint, run_id=run, register=register, alias=alias,
+                        evaluation=evaluation, tracking_uri=tracking_uri,
+                        storage_options=_options(endpoint_url, storage_option) or None)  # fmt: skip
+    worst = max(report.parity, key=lambda c: c.max_position_diff_m)
+    console.print(
+        f"wrote {report.uri} ({report.size_bytes / 1e6:.2f} MB, opset {report.opset}); parity with PyTorch: "
+        f"worst {worst.max_position_diff_m * 1000:.2f} mm over {len(report.parity)} batches"
+    )
+    if report.registered:
+        console.print(f"registered {report.registered['model_uri']} (version {report.registered['version']})")
+    Console().print_json(json.dumps({k: v for k, v in report.as_dict().items() if k != "metadata"}))
+
+
+@app.command()
+def locate(
+    source: Annotated[
+        str, typer.Argument(help="A stored session URI#index, or a folder of SigMF recordings.")
+    ],
+    model: Annotated[str, typer.Option(help="Model: .ckpt, .onnx path/URI, or models:/NAME@ALIAS.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    geojson: Annotated[Path | None, typer.Option(help="Write point + ellipse polygons as GeoJSON.")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI for models:/ specs.")] = None,
+    endpoint_url: EndpointOpt = None,
+    storage_option: StorageOpt = None,
+) -> None:
+    """Locate the transmitter of one session: lat/lon, 1σ and 95 % ellipses, receivers' distances."""
+    from heimdall.export.predictor import load_predictor
+    from heimdall.serve.locate import (
+        load_session,
+        locate_session,
+        receivers_table,
+        summary_lines,
+        write_geojson,
+    )
+
+    options = _options(endpoint_url, storage_option) or None
+    predictor = load_predictor(model, storage_options=options, tracking_uri=tracking_uri)
+    meta = predictor.metadata
+    session = load_session(source, float(meta["sample_rate_hz"]), int(meta["n_samples"]), options)
+    result = locate_session(predictor, session)
+    if geojson is not None:
+        write_geojson(result, geojson)
+    if as_json:
+        Console().print_json(json.dumps({k: v for k, v in result.items() if k != "geojson"}))
+        return
+    out = Console()
+    for line in summary_lines(result):
+        out.print(line)
+    out.print(receivers_table(result))
+
+
+@app.command()
+def serve(
+    model: Annotated[str, typer.Option(help="Exported model: .onnx path/URI or models:/NAME@ALIAS.")],
+    host: Annotated[
+        str, typer.Option(help="Interface to bind (127.0.0.1: this machine only).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    max_body_mb: Annotated[float, typer.Option(help="Largest request body, MiB (larger: 413).")] = 32.0,
+    threads: Annotated[
+        int, typer.Option(help="onnxruntime threads per request (0: all cores); requests run in parallel.")
+    ] = 1,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI for models:/ specs.")] = None,
+    endpoint_url: EndpointOpt = None,
+    storage_option: StorageOpt = None,
+) -> None:
+    """Serve an exported model over HTTP (FastAPI + onnxruntime); OpenAPI docs at /docs."""
+    from heimdall.serve.run import serve_model
+
+    serve_model(model, host=host, port=port, max_body_bytes=int(max_body_mb * 1024 * 1024),
+                threads=threads or None, tracking_uri=tracking_uri,
+                storage_options=_options(endpoint_url, storage_option) or None)  # fmt: skip
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Option("--config", help="Training config YAML (e.g. configs/quick.yaml).")],
+    data: Annotated[
+        str | None, typer.Option("--data", help="Stored training set URI (default: simulate).")
+    ] = None,
+    val: Annotated[str | None, typer.Option("--val", help="Stored validation set URI.")] = None,
+    max_minutes: Annotated[float | None, typer.Option(help="Wall-clock limit of training, minutes.")] = None,
+    max_epochs: Annotated[int | None, typer.Option(help="Maximum number of epochs.")] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking URI (default sqlite:///mlruns.db).")
+    ] = None,
+    accelerator: Annotated[str | None, typer.Option(help="cpu, gpu or auto.")] = None,
+    devices: Annotated[int | None, typer.Option(help="Number of devices (processes for DDP).")] = None,
+    strategy: Annotated[str | None, typer.Option(help="Lightning strategy, e.g. ddp.")] = None,
+    resume: Annotated[
+        str | None, typer.Option(help="Continue from this checkpoint (e.g. runs/<id>/last.ckpt).")
+    ] = None,
+    out_dir: Annotated[str | None, typer.Option(help="Checkpoint folder (default: the config's).")] = None,
+    summary: Annotated[Path | None, typer.Option(help="Write run id, checkpoint, metrics as JSON.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Train LocalizationNet; log to MLflow; print the run id, best checkpoint and validation metrics."""
+    from heimdall.models.config import load_config
+    from heimdall.models.train import run_training
+
+    cfg = load_config(config)
+    pick = {k: v for k, v in {"train": data, "val": val}.items() if v is not None}
+    given = {"max_minutes": max_minutes, "max_epochs": max_epochs, "accelerator": accelerator,
+             "devices": devices, "strategy": strategy, "out_dir": out_dir}  # fmt: skip
+    trainer = {k: v for k, v in given.items() if v is not None}
+    tracking = {"uri": tracking_uri} if tracking_uri else {}
+    cfg = cfg.with_overrides(data=pick, trainer=trainer, tracking=tracking)
+    result = run_training(cfg, resume=resume, progress=progress)
+    if result.run_id is None:  # a non-zero DDP rank
+        return
+    console.print(f"parameters: {result.n_parameters:,} ({result.n_parameters * 4 / 1e6:.2f} MB float32)")
+    console.print(f"MLflow run id: {result.run_id}")
+    console.print(
+        f"best checkpoint: {result.best_checkpoint} (covariance temperature {result.temperature:.3f})"
+    )
+    table = Table("validation metric", "calibrated", "raw", title="final validation metrics")
+    for key, value in result.metrics.items():
+        table.add_row(key, f"{value:.4g}", f"{result.raw_metrics.get(key, float('nan')):.4g}")
+    Console().print(table)
+    if summary is not None:
+        fields = {"run_id": result.run_id, "best_checkpoint": result.best_checkpoint,
+                  "temperature": result.temperature, "n_parameters": result.n_parameters,
+                  "val_metrics": result.metrics, "val_metrics_raw": result.raw_metrics,
+                  "train_seconds": result.train_seconds, "sessions_seen": result.sessions_seen}  # fmt: skip
+        summary.write_text(json.dumps(fields, indent=1))
+
+
+data_app = typer.Typer(
+    help="Session stores (local or s3://): describe, import SigMF / acquisition folders, export, split.",
+    no_args_is_help=True,
+)
+app.add_typer(data_app, name="data")
+EndpointOpt = Annotated[
+    str | None, typer.Option("--endpoint-url", help="S3 endpoint (MinIO ...); default AWS_ENDPOINT_URL.")
+]
+StorageOpt = Annotated[
+    list[str] | None, typer.Option("--storage-option", help="Object-store option KEY=VALUE (repeatable).")
+]
+
+
+def _options(endpoint_url: str | None, storage_option: list[str] | None) -> dict:
+    from heimdall.data.fs import parse_storage_options
+
+    return parse_storage_options(endpoint_url, storage_option)
+
+
+@data_app.command("info")
+def data_info(
+    uri: Annotated[str, typer.Argument(help="Store: folder or s3://bucket/prefix.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+    max_sessions: Annotated[int, typer.Option(help="Sessions whose IQ is measured for the SNR.")] = 2000,
+    endpoint_url: EndpointOpt = None,
+    storage_option: StorageOpt = None,
+) -> None:
+    """Describe a store: sessions, receivers, states, measured SNR, labelled fraction, content hash."""
+    from heimdall.data.info import store_info
+
+    info = store_info(uri, _options(endpoint_url, storage_option), max_sessions=max_sessions)
+    if as_json:
+        Console().print_json(json.dumps(info))
+        return
+    table = Table("property", "value", title=f"session store {uri}")
+    for key, value in info.items():
+        if key != "provenance":
+            table.add_row(key, json.dumps(value) if isinstance(value, dict | list) else str(value))
+    Console().print(table)
+
+
+def _run_import(kind: str, src: Path, out: str, shard_size: int, sample_rate: float | None,
+                samples: int | None, opts: dict) -> None:  # fmt: skip
+    from heimdall.data.importer import import_sessions
+
+    if kind == "sigmf":
+        from heimdall.data.sigmf_io import read_sigmf_dir
+
+        sessions, metadata = read_sigmf_dir(src)
+    else:
+        from heimdall.data.acquisition import read_acquisition_dir
+
+        sessions, metadata = read_acquisition_dir(src), {}
+    metadata = {**metadata, "source": {"format": kind, "path": str(src)}}
+    with progress_bar() as bar:
+        task = bar.add_task(f"importing {kind}", total=len(sessions))
+        summary = import_sessions(sessions, out, metadata, shard_size=shard_size, rate_hz=sample_rate,
+                                  n_samples=samples, storage_options=opts,
+                                  progress=lambda n: bar.advance(task, n))  # fmt: skip
+    console.print(f"imported {summary['sessions']} sessions into {out} ({summary['n_samples']} samples each)")
+    Console().print_json(json.dumps(summary))
+
+
+ShardOpt = Annotated[int, typer.Option(help="Sessions per shard.")]
+RateOpt = Annotated[
+    float | None, typer.Option(help="Resample every session to this rate, Hz (default: lowest).")
+]
+SamplesOpt = Annotated[int | None, typer.Option(help="Samples kept per capture (default: the shortest).")]
+
+
+@data_app.command("import-sigmf")
+def data_import_sigmf(
+    directory: Annotated[Path, typer.Argument(help="Folder of SigMF collections (one per session).")],
+    out: Annotated[str, typer.Option("--out", help="Output store (folder or s3://bucket/prefix).")],
+    shard_size: ShardOpt = 64,
+    sample_rate: RateOpt = None,
+    samples: SamplesOpt = None,
+    endpoint_url: EndpointOpt = None,
+    storage_option: StorageOpt = None,
+) -> None:
+    """Import SigMF recordings (a session = a collection, a receiver = a recording) into a store."""
+    _run_import(
+        "sigmf", directory, out, shard_size, sample_rate, samples, _options(endpoint_url, storage_option)
+    )
+
+
+@data_app.command("import-heimdall")
+def data_import_heimdall(
+    directory: Annotated[
+        Path, typer.Argument(help="Acquisition folder: sessions/{id}/websdr_{n}.npy + metadata.json.")
+    ],
+    out: Annotated[str, typer.Option("--out", help="Output store (folder or s3://bucket/prefix).")],
+    shard_size: ShardOpt = 64,
+    sample_rate: RateOpt = None,
+    samples: SamplesOpt = None,
+    endpoint_url: EndpointOpt = None,
+    storage_option: StorageOpt = None,
+) -> None:
+    """Import the original acquisition layout (complex64 .npy per receiver + JSON metadata) into a store."""
+    _run_import(
+        "heimdall", directory, out, shard_size, sample_rate, samples, _options(endpoint_url, storage_option)
+    )
+
+
+@data_app.command("export-sigmf")
+def data_export_sigmf(
+    uri: Annotated[str, typer.Argument(help="Store: folder or s3://bucket/prefix.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    limit: Annotated[int | None, typer.Option(help="Export only the first N sessions.")] = None,
+    endpoint_url: EndpointOpt = None,
+    storage_option: StorageOpt = None,
+) -> None:
+    """Export sessions as SigMF: one collection per session, one ci16_le recording per receiver."""
+    from heimdall.data.sigmf_io import export_sigmf
+
+    with progress_bar() as bar:
+        task = bar.add_task("exporting SigMF", total=limit)
+        summary = export_sigmf(uri, out, limit=limit, storage_options=_options(endpoint_url, storage_option),
+                               progress=lambda n: bar.advance(task, n))  # fmt: skip
+    console.print(f"exported {summary['sessions']} sessions to {out}")
+    Console().print_json(json.dumps(summary))
+
+
+@data_app.command("split")
+def data_split(
+    uri: Annotated[str, typer.Argument(help="Store to split: folder or s3://bucket/prefix.")],
+    out: Annotated[str, typer.Option("--out", help="Prefix: writes PREFIX/train, PREFIX/val, PREFIX/test.")],
+    fractions: Annotated[str, typer.Option(help="train,val,test fractions (sum 1).")] = "0.8,0.1,0.1",
+    seed: Annotated[int, typer.Option(help="Seed of the session permutation.")] = 0,
+    shard_size: ShardOpt = 256,
+    endpoint_url: EndpointOpt = None,
+    storage_option: StorageOpt = None,
+) -> None:
+    """Split a store by session into train / val / test stores (seeded; disjoint; resumable)."""
+    from heimdall.data.split import parse_fractions, split_store
+
+    fracs = parse_fractions(fractions)
+    with progress_bar() as bar:
+        task = bar.add_task("splitting", total=None)
+        summary = split_store(uri, out, fracs, seed=seed, shard_size=shard_size,
+                              storage_options=_options(endpoint_url, storage_option),
+                              progress=lambda n: bar.advance(task, n))  # fmt: skip
+    console.print(", ".join(f"{k}: {summary[k]['sessions']} sessions" for k in ("train", "val", "test")))
+    Console().print_json(json.dumps(summary))
+
+
+@app.command()
+def evaluate(
+    data: Annotated[str, typer.Option("--data", help="Labelled session store (folder or s3:// URI).")],
+    out: Annotated[str, typer.Option("--out", help="Report folder (report.json, PNG plots, report.html).")],
+    model: Annotated[
+        str | None, typer.Option("--model", help="Checkpoint, ONNX file / URI or models:/NAME@ALIAS.")
+    ] = None,
+    baselines: Annotated[
+        str, typer.Option(help="all, none or a list: weighted_centroid,rss_ml,oracle,tdoa_ml.")
+    ] = "all",
+    limit: Annotated[int | None, typer.Option(help="Evaluate only the first N sessions.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print only the JSON report on stdout.")] = False,
+    mlflow_run: Annotated[str | None, typer.Option(help="Log the report to this MLflow run id.")] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking URI (default sqlite:///mlruns.db).")
+    ] = None,
+    endpoint_url: EndpointOpt = None,
+    storage_option: StorageOpt = None,
+) -> None:
+    """Evaluate a model beside the classical baselines, the oracle and the Cramér-Rao bound."""
+    from heimdall.eval.job import run_evaluation
+
+    with progress_bar() as bar:
+        task = bar.add_task("evaluating", total=None)
+        report = run_evaluation(
+            data, out, model=model, baselines=baselines, limit=limit,
+            storage_options=_options(endpoint_url, storage_option) or None,
+            tracking_uri=tracking_uri, mlflow_run=mlflow_run,
+            progress=lambda n: bar.advance(task, n), on_total=lambda n: bar.update(task, total=n),
+        )  # fmt: skip
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=1) + "\n")
+        return
+    cols = ("median_km", "mean_km", "p90_km", "rmse_km", "coverage_1sigma", "coverage_2sigma", "nll")
+    table = Table("estimator", "n", *cols, title=f"evaluation of {report['n']} sessions ({data})")
+    for name, m in report["estimators"].items():
+        table.add_row(name, str(m["n"]), *("—" if m[c] is None else f"{m[c]:.3f}" for c in cols))
+    Console().print(table)
+    crlb, hpd = report["crlb_rmse_km"], report["oracle_hpd_coverage"]
+    if crlb and crlb["median"] is not None:
+        console.print(f"RSS CRLB RMSE: median {crlb['median']:.1f} km, {crlb['singular']} singular sessions")
+    if hpd["p393"] is not None:
+        console.print(f"oracle HPD coverage: {hpd['p393']:.3f} (0.393 ideal), {hpd['p865']:.3f} (0.865)")
+    console.print(f"report: {out}/report.html")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, printing user errors as one line (exit code 2)."""
     try:

@@ -41,6 +41,7 @@ def ellipse_params(cov_km2: ArrayLike) -> tuple[NDArray, NDArray, NDArray]:
     semi_major_m, semi_minor_m, orientation_deg
         Arrays of shape (...): semi-axes in metres, azimuth of the major axis in
         degrees clockwise from north, in [0, 180).
+
     """
     cov = np.asarray(cov_km2, dtype=np.float64)
     a, b, c = cov[..., 0, 0], cov[..., 0, 1], cov[..., 1, 1]  # var_e, cov_en, var_n

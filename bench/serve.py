@@ -1,0 +1,182 @@
+"""Inference service latency and throughput over HTTP, and the size of the exported model.
+
+Run: ``.venv/bin/python bench/serve.py [--model model.onnx] [--requests 300] [--json]``.
+
+Without ``--model`` it exports the default LocalizationNet architecture (the training
+defaults; untrained weights: timing does not depend on the weights) for 7 receivers ×
+1 s at 12 kHz of the reference world. It starts ``heimdall serve`` as a separate process
+on 127.0.0.1 and measures, on the client side, over HTTP:
+
+- single-request latency (``POST /v1/localize``, one simulated session of 7 receivers ×
+  12000 int16 samples, ~0.9 MB of JSON): p50 / p99 / mean over ``--requests`` sequential calls;
+- batch throughput (``POST /v1/localize/batch``, ``--batch`` sessions per call): sessions/s;
+- the graph alone in onnxruntime (no HTTP, no decoding) for one session, for reference;
+- the ONNX file size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+
+from heimdall.export.onnx import model_metadata, to_onnx_bytes
+from heimdall.export.predictor import OnnxPredictor
+from heimdall.models.config import ModelSection
+from heimdall.models.net import LocalizationNet, NetConfig
+from heimdall.models.predict import session_inputs
+from heimdall.network import load_network
+from heimdall.serve.client import session_request
+from heimdall.sim import World, load_world
+
+
+def _default_model(world: World) -> bytes:
+    net = world.network
+    config = NetConfig(
+        n_samples=world.n_samples, sample_rate_hz=world.sample_rate_hz, **ModelSection().model_dump()
+    )
+    meta = {
+        "ref_lat": net.reference.lat,
+        "ref_lon": net.reference.lon,
+        "network": net.model_dump(mode="json"),
+        "network_name": net.name,
+        "world": world.config.model_dump(mode="json"),
+        "world_seed": world.seed,
+        "dataset_hash": "bench (untrained)",
+    }
+    torch.manual_seed(0)
+    model = LocalizationNet(config, metadata=meta).eval()
+    return to_onnx_bytes(model, model_metadata(model))
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start(model_path: Path, threads: int) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    cmd = [
+        str(Path(sys.executable).parent / "heimdall"),
+        "serve",
+        "--model",
+        str(model_path),
+        "--port",
+        str(port),
+    ]
+    cmd += ["--threads", str(threads)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("heimdall serve did not start")
+
+
+def _pick_sessions(world: World, n: int) -> list[dict]:
+    """Requests for sessions with all 7 receivers online and at least 3 simulated as heard (> 3 dB)."""
+    out: list[dict] = []
+    seed = 0
+    while len(out) < n:
+        batch = world.simulate(16, session_seed=1000 + seed)
+        seed += 1
+        for i in range(batch.n_sessions):
+            if batch.online[i].all() and (batch.rx_snr_db[i] > 3.0).sum() >= 3 and len(out) < n:
+                out.append(session_request(batch, i))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--model", type=Path, help="exported model.onnx (default: export the default architecture)"
+    )
+    parser.add_argument("--requests", type=int, default=300, help="sequential single requests")
+    parser.add_argument("--batch", type=int, default=32, help="sessions per batch request")
+    parser.add_argument("--batch-calls", type=int, default=8, help="batch requests")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="onnxruntime threads in the server (0: all cores)"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON only")
+    args = parser.parse_args()
+
+    world = World(load_network("nw-italy"), load_world(), 0)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_path = args.model or Path(tmp) / "model.onnx"
+        if args.model is None:
+            model_path.write_bytes(_default_model(world))
+        data = model_path.read_bytes()
+        requests = _pick_sessions(world, 8)
+        body_bytes = len(json.dumps(requests[0]))
+
+        predictor = OnnxPredictor(data, str(model_path), threads=args.threads or None)
+        batch = world.simulate(1, session_seed=1000)
+        inputs = session_inputs(batch, predictor.frame, predictor.n_samples)
+        for _ in range(5):
+            predictor.run(**inputs)
+        graph_ms = []
+        for _ in range(100):
+            t0 = time.perf_counter()
+            predictor.run(**inputs)
+            graph_ms.append((time.perf_counter() - t0) * 1000)
+
+        proc, url = _start(model_path, args.threads)
+        try:
+            with httpx.Client(timeout=60) as client:
+                for k in range(20):  # warm-up
+                    client.post(url + "/v1/localize", json=requests[k % len(requests)]).raise_for_status()
+                lat_ms = []
+                for k in range(args.requests):
+                    t0 = time.perf_counter()
+                    client.post(url + "/v1/localize", json=requests[k % len(requests)]).raise_for_status()
+                    lat_ms.append((time.perf_counter() - t0) * 1000)
+                sessions = {"sessions": [requests[k % len(requests)] for k in range(args.batch)]}
+                client.post(url + "/v1/localize/batch", json=sessions).raise_for_status()
+                t0 = time.perf_counter()
+                for _ in range(args.batch_calls):
+                    client.post(url + "/v1/localize/batch", json=sessions).raise_for_status()
+                batch_rate = args.batch * args.batch_calls / (time.perf_counter() - t0)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+    lat = np.array(lat_ms)
+    result = {
+        "model": str(args.model) if args.model else "default architecture (untrained)",
+        "onnx_size_mb": len(data) / 1e6,
+        "request": "7 receivers x 1 s at 12 kHz, int16",
+        "request_body_mb": body_bytes / 1e6,
+        "requests": args.requests,
+        "latency_p50_ms": float(np.percentile(lat, 50)),
+        "latency_p99_ms": float(np.percentile(lat, 99)),
+        "latency_mean_ms": float(lat.mean()),
+        "batch_sessions": args.batch,
+        "batch_throughput_sessions_per_s": batch_rate,
+        "graph_only_p50_ms": float(np.percentile(graph_ms, 50)),
+        "cpu_cores": os.cpu_count(),
+        "server_threads": args.threads or "all cores",
+    }
+    if not args.json:
+        for key, value in result.items():
+            print(f"{key:34s} {value:.2f}" if isinstance(value, float) else f"{key:34s} {value}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""Accuracy and calibration metrics of position estimates (km, local frame; DESIGN.md §3b, §5)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from heimdall.eval.estimate import Estimate
+from heimdall.models.ellipse import mahalanobis_sq
+
+#: k-σ levels of the calibration curve; ideal coverage 1 − exp(−k²/2).
+CALIBRATION_K = tuple(np.round(np.arange(0.5, 3.01, 0.25), 2).tolist())
+
+
+def errors_km(est: Estimate, truth_km: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Horizontal error of each estimate, km."""
+    return np.hypot(*(est.mean_km - truth_km).T)
+
+
+def _nan_if_empty(values: NDArray[np.float64], fn: Any) -> float | None:
+    finite = values[np.isfinite(values)]
+    return float(fn(finite)) if finite.size else None
+
+
+def mahalanobis(est: Estimate, truth_km: NDArray[np.float64]) -> NDArray[np.float64] | None:
+    """Squared Mahalanobis distance of the truths (B,), None without covariance."""
+    if est.cov_km2 is None:
+        return None
+    cov = est.cov_km2 + 1e-12 * np.eye(2)
+    return mahalanobis_sq(est.mean_km, cov, truth_km)
+
+
+def summary(est: Estimate, truth_km: NDArray[np.float64]) -> dict[str, Any]:
+    """The fixed metric set of one estimator (JSON-ready; covariance fields None without one).
+
+    ``cep50_km`` is the radius of the circle around the truth that holds half of
+    the estimates (the median radial error); ``nll`` is the mean 2-D Gaussian
+    negative log-likelihood in nats with positions in km; ``ellipse_area_km2_median``
+    is the median area π sqrt(det Σ) of the 1σ ellipse.
+    """
+    err = errors_km(est, truth_km)
+    out: dict[str, Any] = {
+        "n": int(err.size),
+        "median_km": _nan_if_empty(err, np.median),
+        "mean_km": _nan_if_empty(err, np.mean),
+        "p90_km": _nan_if_empty(err, lambda e: np.percentile(e, 90)),
+        "rmse_km": _nan_if_empty(err, lambda e: np.sqrt(np.mean(e**2))),
+        "cep50_km": _nan_if_empty(err, np.median),
+        "coverage_1sigma": None,
+        "coverage_2sigma": None,
+        "nll": None,
+        "ellipse_area_km2_median": None,
+    }
+    d2 = mahalanobis(est, truth_km)
+    if d2 is not None and est.cov_km2 is not None and err.size:
+        det = np.maximum(np.linalg.det(est.cov_km2), 1e-300)
+        out["coverage_1sigma"] = float(np.mean(d2 <= 1.0))
+        out["coverage_2sigma"] = float(np.mean(d2 <= 4.0))
+        out["nll"] = float(np.mean(np.log(2.0 * np.pi) + 0.5 * np.log(det) + 0.5 * d2))
+        out["ellipse_area_km2_median"] = float(np.median(np.pi * np.sqrt(det)))
+    return out
+
+
+def calibration_curve(est: Estimate, truth_km: NDArray[np.float64]) -> dict[str, list[float]] | None:
+    """Observed vs expected coverage of the k-σ ellipses for k in :data:`CALIBRATION_K`."""
+    d2 = mahalanobis(est, truth_km)
+    if d2 is None or not d2.size:
+        return None
+    k = np.asarray(CALIBRATION_K)
+    return {
+        "k": k.tolist(),
+        "expected": (1.0 - np.exp(-(k**2) / 2.0)).tolist(),
+        "observed": [float(np.mean(d2 <= kk * kk)) for kk in k],
+    }
+
+
+def strata(
+    est: Estimate, truth_km: NDArray[np.float64], n_heard: NDArray[np.int64], inside: NDArray[np.bool_]
+) -> dict[str, dict[str, Any]]:
+    """Per-stratum n, median error and 1σ / 2σ coverage: receivers heard, inside / outside the hull."""
+    groups: dict[str, NDArray[np.bool_]] = {"inside_hull": inside, "outside_hull": ~inside}
+    for k in np.unique(n_heard):
+        groups[f"heard_{int(k)}"] = n_heard == k
+    out = {}
+    for name, sel in groups.items():
+        if not sel.any():
+            continue
+        part = Estimate(est.mean_km[sel], None if est.cov_km2 is None else est.cov_km2[sel])
+        s = summary(part, truth_km[sel])
+        out[name] = {k: s[k] for k in ("n", "median_km", "coverage_1sigma", "coverage_2sigma")}
+    return out
+
+
+def paired_bootstrap_median_diff(
+    err_a: NDArray[np.float64], err_b: NDArray[np.float64], n_boot: int = 2000, seed: int = 0
+) -> dict[str, float]:
+    """Median(err_a) − median(err_b) with a paired bootstrap 95 % interval (km).
+
+    Sessions are resampled with replacement (the same draw for both estimators).
+    """
+    rng = np.random.default_rng(seed)
+    n = len(err_a)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    diffs = np.median(err_a[idx], axis=1) - np.median(err_b[idx], axis=1)
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    return {
+        "diff_km": float(np.median(err_a) - np.median(err_b)),
+        "ci95_low_km": float(lo),
+        "ci95_high_km": float(hi),
+    }
+
+
+def hpd_coverage(levels: NDArray[np.float64]) -> dict[str, float | None]:
+    """Fraction of truths inside the 39.3 % and 86.5 % highest-posterior-density regions."""
+    lv = levels[np.isfinite(levels)]
+    if not lv.size:
+        return {"p393": None, "p865": None}
+    p1, p2 = 1.0 - np.exp(-0.5), 1.0 - np.exp(-2.0)
+    return {"p393": float(np.mean(lv <= p1)), "p865": float(np.mean(lv <= p2))}

@@ -1,0 +1,226 @@
+"""MLflow: log an exported model as a run artifact, register it as a version with an alias, fetch it back.
+
+The tracking store defaults to ``sqlite:///mlruns.db`` in the working folder
+(DESIGN.md §7), or ``$MLFLOW_TRACKING_URI``, or any URI given
+(``http://…`` for an ``mlflow server``). A registered version's ``source`` is
+the run's ``onnx`` artifact folder (``model.onnx`` + ``model.json``); its tags
+carry the model's metadata (reference point, sample rate, length, network,
+dataset hash, evaluation summary) and the object-store URI it was written to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from heimdall.errors import HeimdallError
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+    from heimdall.export.onnx import ExportReport
+
+DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
+EXPORT_EXPERIMENT = "heimdall-export"
+ARTIFACT_DIR = "onnx"
+_SPEC = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+_TAG_KEYS = ("ref_lat", "ref_lon", "sample_rate_hz", "n_samples", "network_name", "dataset_hash")
+
+
+@contextmanager
+def _no_download_bars() -> Iterator[None]:
+    """Silence MLflow's artifact-download progress bars (stdout stays clean for --json) for one call."""
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
+    """The tracking URI to use: the argument, ``$MLFLOW_TRACKING_URI``, or ``sqlite:///mlruns.db``."""
+    return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def client(tracking_uri: str | None = None) -> MlflowClient:
+    """An MLflow client on the resolved tracking URI (also its registry)."""
+    from mlflow.tracking import MlflowClient
+
+    uri = resolve_tracking_uri(tracking_uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _export_run(c: MlflowClient) -> str:
+    exp = c.get_experiment_by_name(EXPORT_EXPERIMENT)
+    exp_id = exp.experiment_id if exp is not None else c.create_experiment(EXPORT_EXPERIMENT)
+    return c.create_run(exp_id, run_name="export").info.run_id
+
+
+def register_export(
+    report: ExportReport,
+    onnx_bytes: bytes,
+    name: str,
+    alias: str | None = "production",
+    run_id: str | None = None,
+    tracking_uri: str | None = None,
+) -> dict[str, Any]:
+    """Log ``model.onnx`` and its report as artifacts of ``run_id`` (or a new export run) and register them.
+
+    Returns
+    -------
+    dict
+        ``name``, ``version``, ``alias``, ``run_id``, ``source`` and ``model_uri``
+        (``models:/NAME@ALIAS``, or ``models:/NAME/VERSION`` without an alias).
+
+    """
+    from mlflow.exceptions import MlflowException
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise HeimdallError(f"--register {name!r}: use letters, digits, '_', '.', '-'")
+    if alias is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", alias):
+        raise HeimdallError(f"--alias {alias!r}: use letters, digits, '_', '-' (not starting with a digit)")
+    c = client(tracking_uri)
+    own_run = run_id is None
+    try:
+        run_id = run_id or _export_run(c)
+        run = c.get_run(run_id)
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "model.onnx").write_bytes(onnx_bytes)
+            (Path(tmp) / "model.json").write_text(json.dumps(report.as_dict(), indent=1))
+            c.log_artifacts(run_id, tmp, artifact_path=ARTIFACT_DIR)
+        c.log_metric(run_id, "onnx_size_bytes", report.size_bytes)
+        c.log_metric(
+            run_id, "onnx_parity_max_m", max((p.max_position_diff_m for p in report.parity), default=0.0)
+        )
+        if own_run:
+            c.set_terminated(run_id)
+        source = f"{run.info.artifact_uri}/{ARTIFACT_DIR}"
+        meta = report.metadata
+        tags = {k: str(meta[k]) for k in _TAG_KEYS if meta.get(k) is not None}
+        tags |= {
+            "heimdall.uri": report.uri,
+            "evaluation": json.dumps(meta.get("evaluation"))[:4000],
+            "world_seed": str(meta.get("world_seed")),
+        }
+        try:
+            c.create_registered_model(name, description="Heimdall LocalizationNet (ONNX)")
+        except MlflowException as exc:
+            if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
+                raise
+        version = c.create_model_version(
+            name,
+            source=source,
+            run_id=run_id,
+            tags=tags,
+            description=f"ONNX opset {report.opset}, {report.size_bytes} bytes, written to {report.uri}",
+        ).version
+        if alias:
+            c.set_registered_model_alias(name, alias, version)
+    except MlflowException as exc:
+        raise HeimdallError(f"MLflow at {resolve_tracking_uri(tracking_uri)}: {exc.message}") from None
+    model_uri = f"models:/{name}@{alias}" if alias else f"models:/{name}/{version}"
+    return {
+        "name": name,
+        "version": str(version),
+        "alias": alias,
+        "run_id": run_id,
+        "source": source,
+        "model_uri": model_uri,
+    }
+
+
+def fetch_registered(
+    spec: str, tracking_uri: str | None = None, storage_options: dict[str, Any] | None = None
+) -> tuple[bytes, str]:
+    """The ONNX bytes of ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` and a ``NAME/vN`` label."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    match = _SPEC.match(spec)
+    if match is None:
+        raise HeimdallError(f"{spec!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+    name, alias, version = match["name"], match["alias"], match["version"]
+    uri = resolve_tracking_uri(tracking_uri)
+    c = client(tracking_uri)
+    try:
+        mv = c.get_model_version_by_alias(name, alias) if alias else c.get_model_version(name, version)
+    except MlflowException:
+        raise HeimdallError(f"{spec}: no such registered model version in the registry at {uri}") from None
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            with _no_download_bars():
+                local = mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"{mv.source}/model.onnx", dst_path=tmp, tracking_uri=uri
+                )
+            data = Path(local).read_bytes()
+    except (MlflowException, OSError):
+        stored = (mv.tags or {}).get("heimdall.uri")
+        if not stored:
+            raise HeimdallError(f"{spec}: the artifact {mv.source}/model.onnx cannot be read") from None
+        from heimdall.export.predictor import read_bytes
+
+        data = read_bytes(stored, storage_options)
+    return data, f"{name}/v{mv.version}"
+
+
+def latest_training_run(tracking_uri: str | None = None) -> str:
+    """Id of the most recently started finished run that logged a model file (``model/model.pt``)."""
+    c = client(tracking_uri)
+    experiments = [e.experiment_id for e in c.search_experiments() if e.name != EXPORT_EXPERIMENT]
+    newest_first = ["attributes.start_time DESC"]
+    finished = "attributes.status = 'FINISHED'"
+    runs = c.search_runs(experiments, finished, order_by=newest_first, max_results=50) if experiments else []
+    for run in runs:
+        if any(a.path == "model/model.pt" for a in c.list_artifacts(run.info.run_id, "model")):
+            return str(run.info.run_id)
+    raise HeimdallError(
+        f"--run latest: no finished training run with a model in {resolve_tracking_uri(tracking_uri)}"
+    )
+
+
+def run_checkpoint(run_id: str, dst: str, tracking_uri: str | None = None) -> tuple[Path, dict[str, float]]:
+    """Download the model checkpoint logged by a training run; also return the run's metrics.
+
+    Takes the run's final model file (``model.pt``, temperature-calibrated), else its
+    ``.ckpt`` artifact (preferring one whose name holds ``best``).
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    c = client(tracking_uri)
+    try:
+        run = c.get_run(run_id)
+    except MlflowException:
+        raise HeimdallError(f"no MLflow run {run_id!r} at {resolve_tracking_uri(tracking_uri)}") from None
+    files: list[str] = []
+    stack = [""]
+    while stack:
+        for info in c.list_artifacts(run_id, stack.pop() or None):
+            (stack if info.is_dir else files).append(info.path)
+    ranked = sorted(
+        (f for f in files if f.endswith((".ckpt", ".pt"))),
+        key=lambda f: (not f.endswith("model.pt"), "best" not in f, f),
+    )
+    if not ranked:
+        raise HeimdallError(f"run {run_id}: no .ckpt or .pt artifact to export (artifacts: {files})")
+    with _no_download_bars():
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id,
+            artifact_path=ranked[0],
+            dst_path=dst,
+            tracking_uri=resolve_tracking_uri(tracking_uri),
+        )
+    metrics = dict(run.data.metrics)
+    final = {k: v for k, v in metrics.items() if k.startswith("final_val_")}
+    return Path(local), final or metrics
