@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from heimdall.errors import HeimdallError
+from heimdall.errors import HeimdallError, describe_validation_error
 
 #: On-the-fly training sessions use session seeds from here up, never colliding with stored sets'.
 TRAIN_SEED_BASE = 1_000_000
@@ -125,10 +125,7 @@ def _validate(data: Any, source: str) -> TrainConfig:
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<top>'}: {err['msg']}" for err in exc.errors()
-        )
-        raise HeimdallError(f"config {source!r}: {problems}") from None
+        raise HeimdallError(f"config {source!r}: {describe_validation_error(exc)}") from None
 
 
 def load_config(path: str | Path) -> TrainConfig:

@@ -19,7 +19,7 @@ import yaml
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from heimdall.errors import HeimdallError
+from heimdall.errors import HeimdallError, describe_validation_error
 from heimdall.network.geodesy import LocalFrame
 
 Band = Literal["2m", "70cm"]
@@ -169,10 +169,7 @@ def parse_network(text: str, source: str = "<network>") -> Network:
     try:
         return Network.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<top>'}: {err['msg']}" for err in exc.errors()
-        )
-        raise HeimdallError(f"{source}: invalid network: {problems}") from None
+        raise HeimdallError(f"{source}: invalid network: {describe_validation_error(exc)}") from None
 
 
 def load_network(name_or_path: str | Path) -> Network:

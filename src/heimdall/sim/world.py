@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from heimdall.errors import HeimdallError
+from heimdall.errors import HeimdallError, describe_validation_error
 
 
 class WorldConfig(BaseModel):
@@ -121,7 +121,4 @@ def load_world(path: str | Path | None = None) -> WorldConfig:
     try:
         return WorldConfig.model_validate(values)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<top>'}: {err['msg']}" for err in exc.errors()
-        )
-        raise HeimdallError(f"world file {source!r}: {problems}") from None
+        raise HeimdallError(f"world file {source!r}: {describe_validation_error(exc)}") from None
