@@ -6,6 +6,7 @@ H=.venv/bin/heimdall
 mkdir -p "$OUT"
 echo "== 1. simulate the reference world on the default network (nw-italy)"
 $H simulate --network nw-italy --sessions 400 --world-seed 0 --seed 1 --out "$OUT/sessions"
+$H data info "$OUT/sessions"
 echo "== 2. train the quick config (a few minutes on 2 CPU cores; validation: the sessions above; MLflow: mlruns.db)"
 $H train --config configs/quick.yaml --val "$OUT/sessions" --out-dir "$OUT/runs" --summary "$OUT/train.json"
 echo "== 3. evaluate it beside the baselines, the oracle and the Cramér-Rao bound ($OUT/evaluation/report.html)"
