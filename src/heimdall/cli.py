@@ -22,7 +22,7 @@ app = typer.Typer(
     add_completion=False,
 )
 networks_app = typer.Typer(help="Receiver networks: list the packaged ones, show one.", no_args_is_help=True)
-app.add_typer(networks_app, name="networks")
+app.add_typer(networks_app, name="networks", rich_help_panel="Data")
 console = Console(stderr=True)
 
 
@@ -63,7 +63,7 @@ def networks_show(name: Annotated[str, typer.Argument(help="Packaged network nam
     Console().print(table)
 
 
-@app.command()
+@app.command(rich_help_panel="Data")
 def simulate(
     out: Annotated[str, typer.Option("--out", help="Output dataset (folder or URI).")],
     network: Annotated[str, typer.Option(help="Packaged network name or YAML path.")] = "nw-italy",
@@ -100,102 +100,7 @@ def simulate(
     Console().print_json(json.dumps(summary))
 
 
-@app.command("export")
-def export_cmd(
-    out: Annotated[str, typer.Option("--out", help="Folder / prefix (local or s3://) or a .onnx path.")],
-    checkpoint: Annotated[Path | None, typer.Option(help="Lightning .ckpt or saved model file.")] = None,
-    run: Annotated[
-        str | None, typer.Option("--run", help="MLflow run id to export ('latest': the newest run).")
-    ] = None,
-    register: Annotated[str | None, typer.Option(help="Register as a version of this model name.")] = None,
-    alias: Annotated[str, typer.Option(help="Alias for the registered version.")] = "production",
-    evaluation: Annotated[
-        Path | None, typer.Option(help="JSON evaluation summary kept in the metadata.")
-    ] = None,
-    tracking_uri: Annotated[
-        str | None, typer.Option(help="MLflow tracking URI (default sqlite:///mlruns.db).")
-    ] = None,
-    endpoint_url: EndpointOpt = None,
-    storage_option: StorageOpt = None,
-) -> None:
-    """Export a model to ONNX (checked, parity with PyTorch), write it to the object store, register it."""
-    from heimdall.export.job import run_export
-
-    report = run_export(out, checkpoint=checkpoint, run_id=run, register=register, alias=alias,
-                        evaluation=evaluation, tracking_uri=tracking_uri,
-                        storage_options=_options(endpoint_url, storage_option) or None)  # fmt: skip
-    worst = max(report.parity, key=lambda c: c.max_position_diff_m)
-    console.print(
-        f"wrote {report.uri} ({report.size_bytes / 1e6:.2f} MB, opset {report.opset}); parity with PyTorch: "
-        f"worst {worst.max_position_diff_m * 1000:.2f} mm over {len(report.parity)} batches"
-    )
-    if report.registered:
-        console.print(f"registered {report.registered['model_uri']} (version {report.registered['version']})")
-    Console().print_json(json.dumps({k: v for k, v in report.as_dict().items() if k != "metadata"}))
-
-
-@app.command()
-def locate(
-    source: Annotated[
-        str, typer.Argument(help="A stored session URI#index, or a folder of SigMF recordings.")
-    ],
-    model: Annotated[str, typer.Option(help="Model: .ckpt, .onnx path/URI, or models:/NAME@ALIAS.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-    geojson: Annotated[Path | None, typer.Option(help="Write point + ellipse polygons as GeoJSON.")] = None,
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI for models:/ specs.")] = None,
-    endpoint_url: EndpointOpt = None,
-    storage_option: StorageOpt = None,
-) -> None:
-    """Locate the transmitter of one session: lat/lon, 1σ and 95 % ellipses, receivers' distances."""
-    from heimdall.export.predictor import load_predictor
-    from heimdall.serve.locate import (
-        load_session,
-        locate_session,
-        receivers_table,
-        summary_lines,
-        write_geojson,
-    )
-
-    options = _options(endpoint_url, storage_option) or None
-    predictor = load_predictor(model, storage_options=options, tracking_uri=tracking_uri)
-    meta = predictor.metadata
-    session = load_session(source, float(meta["sample_rate_hz"]), int(meta["n_samples"]), options)
-    result = locate_session(predictor, session)
-    if geojson is not None:
-        write_geojson(result, geojson)
-    if as_json:
-        Console().print_json(json.dumps({k: v for k, v in result.items() if k != "geojson"}))
-        return
-    out = Console()
-    for line in summary_lines(result):
-        out.print(line)
-    out.print(receivers_table(result))
-
-
-@app.command()
-def serve(
-    model: Annotated[str, typer.Option(help="Exported model: .onnx path/URI or models:/NAME@ALIAS.")],
-    host: Annotated[
-        str, typer.Option(help="Interface to bind (127.0.0.1: this machine only).")
-    ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-    max_body_mb: Annotated[float, typer.Option(help="Largest request body, MiB (larger: 413).")] = 32.0,
-    threads: Annotated[
-        int, typer.Option(help="onnxruntime threads per request (0: all cores); requests run in parallel.")
-    ] = 1,
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI for models:/ specs.")] = None,
-    endpoint_url: EndpointOpt = None,
-    storage_option: StorageOpt = None,
-) -> None:
-    """Serve an exported model over HTTP (FastAPI + onnxruntime); OpenAPI docs at /docs."""
-    from heimdall.serve.run import serve_model
-
-    serve_model(model, host=host, port=port, max_body_bytes=int(max_body_mb * 1024 * 1024),
-                threads=threads or None, tracking_uri=tracking_uri,
-                storage_options=_options(endpoint_url, storage_option) or None)  # fmt: skip
-
-
-@app.command()
+@app.command(rich_help_panel="Model")
 def train(
     config: Annotated[Path, typer.Option("--config", help="Training config YAML (e.g. configs/quick.yaml).")],
     data: Annotated[
@@ -252,7 +157,7 @@ data_app = typer.Typer(
     help="Session stores (local or s3://): describe, import SigMF / acquisition folders, export, split.",
     no_args_is_help=True,
 )
-app.add_typer(data_app, name="data")
+app.add_typer(data_app, name="data", rich_help_panel="Data")
 EndpointOpt = Annotated[
     str | None, typer.Option("--endpoint-url", help="S3 endpoint (MinIO ...); default AWS_ENDPOINT_URL.")
 ]
@@ -394,7 +299,7 @@ def data_split(
     Console().print_json(json.dumps(summary))
 
 
-@app.command()
+@app.command(rich_help_panel="Model")
 def evaluate(
     data: Annotated[str, typer.Option("--data", help="Labelled session store (folder or s3:// URI).")],
     out: Annotated[str, typer.Option("--out", help="Report folder (report.json, PNG plots, report.html).")],
@@ -438,6 +343,101 @@ def evaluate(
     if hpd["p393"] is not None:
         console.print(f"oracle HPD coverage: {hpd['p393']:.3f} (0.393 ideal), {hpd['p865']:.3f} (0.865)")
     console.print(f"report: {out}/report.html")
+
+
+@app.command("export", rich_help_panel="Deploy")
+def export_cmd(
+    out: Annotated[str, typer.Option("--out", help="Folder / prefix (local or s3://) or a .onnx path.")],
+    checkpoint: Annotated[Path | None, typer.Option(help="Lightning .ckpt or saved model file.")] = None,
+    run: Annotated[
+        str | None, typer.Option("--run", help="MLflow run id to export ('latest': the newest run).")
+    ] = None,
+    register: Annotated[str | None, typer.Option(help="Register as a version of this model name.")] = None,
+    alias: Annotated[str, typer.Option(help="Alias for the registered version.")] = "production",
+    evaluation: Annotated[
+        Path | None, typer.Option(help="JSON evaluation summary kept in the metadata.")
+    ] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking URI (default sqlite:///mlruns.db).")
+    ] = None,
+    endpoint_url: EndpointOpt = None,
+    storage_option: StorageOpt = None,
+) -> None:
+    """Export a model to ONNX (checked, parity with PyTorch), write it to the object store, register it."""
+    from heimdall.export.job import run_export
+
+    report = run_export(out, checkpoint=checkpoint, run_id=run, register=register, alias=alias,
+                        evaluation=evaluation, tracking_uri=tracking_uri,
+                        storage_options=_options(endpoint_url, storage_option) or None)  # fmt: skip
+    worst = max(report.parity, key=lambda c: c.max_position_diff_m)
+    console.print(
+        f"wrote {report.uri} ({report.size_bytes / 1e6:.2f} MB, opset {report.opset}); parity with PyTorch: "
+        f"worst {worst.max_position_diff_m * 1000:.2f} mm over {len(report.parity)} batches"
+    )
+    if report.registered:
+        console.print(f"registered {report.registered['model_uri']} (version {report.registered['version']})")
+    Console().print_json(json.dumps({k: v for k, v in report.as_dict().items() if k != "metadata"}))
+
+
+@app.command(rich_help_panel="Deploy")
+def locate(
+    source: Annotated[
+        str, typer.Argument(help="A stored session URI#index, or a folder of SigMF recordings.")
+    ],
+    model: Annotated[str, typer.Option(help="Model: .ckpt, .onnx path/URI, or models:/NAME@ALIAS.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    geojson: Annotated[Path | None, typer.Option(help="Write point + ellipse polygons as GeoJSON.")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI for models:/ specs.")] = None,
+    endpoint_url: EndpointOpt = None,
+    storage_option: StorageOpt = None,
+) -> None:
+    """Locate the transmitter of one session: lat/lon, 1σ and 95 % ellipses, receivers' distances."""
+    from heimdall.export.predictor import load_predictor
+    from heimdall.serve.locate import (
+        load_session,
+        locate_session,
+        receivers_table,
+        summary_lines,
+        write_geojson,
+    )
+
+    options = _options(endpoint_url, storage_option) or None
+    predictor = load_predictor(model, storage_options=options, tracking_uri=tracking_uri)
+    meta = predictor.metadata
+    session = load_session(source, float(meta["sample_rate_hz"]), int(meta["n_samples"]), options)
+    result = locate_session(predictor, session)
+    if geojson is not None:
+        write_geojson(result, geojson)
+    if as_json:
+        Console().print_json(json.dumps({k: v for k, v in result.items() if k != "geojson"}))
+        return
+    out = Console()
+    for line in summary_lines(result):
+        out.print(line)
+    out.print(receivers_table(result))
+
+
+@app.command(rich_help_panel="Deploy")
+def serve(
+    model: Annotated[str, typer.Option(help="Exported model: .onnx path/URI or models:/NAME@ALIAS.")],
+    host: Annotated[
+        str, typer.Option(help="Interface to bind (127.0.0.1: this machine only).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    max_body_mb: Annotated[float, typer.Option(help="Largest request body, MiB (larger: 413).")] = 32.0,
+    threads: Annotated[
+        int, typer.Option(help="onnxruntime threads per request (0: all cores); requests run in parallel.")
+    ] = 1,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI for models:/ specs.")] = None,
+    endpoint_url: EndpointOpt = None,
+    storage_option: StorageOpt = None,
+) -> None:
+    """Serve an exported model over HTTP (FastAPI + onnxruntime); OpenAPI docs at /docs."""
+    from heimdall.serve.run import serve_model
+
+    serve_model(model, host=host, port=port, max_body_bytes=int(max_body_mb * 1024 * 1024),
+                threads=threads or None, tracking_uri=tracking_uri,
+                storage_options=_options(endpoint_url, storage_option) or None)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
