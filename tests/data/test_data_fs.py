@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from fsspec.implementations.local import LocalFileSystem
 
-from heimdall.data.fs import is_remote, join, open_fs, s3_options
+from heimdall.data.fs import is_remote, join, load_json_object, open_fs, s3_options
 from heimdall.errors import HeimdallError
 
 
@@ -61,3 +61,22 @@ def test_bad_s3_uris() -> None:
         open_fs("s3:///prefix")
     with pytest.raises(HeimdallError, match="empty dataset path"):
         open_fs("")
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [(None, "metadata missing"), ("{not json", "corrupt metadata ("), ("[1, 2]", "not a JSON object")],
+)
+def test_load_json_object_errors_name_the_file(tmp_path, content: str | None, fragment: str) -> None:
+    path = tmp_path / "metadata.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(HeimdallError) as err:
+        load_json_object(path.read_text, str(path), "metadata")
+    assert str(err.value).startswith(str(path)) and fragment in str(err.value)
+
+
+def test_load_json_object_reads_objects(tmp_path) -> None:
+    path = tmp_path / "ok.json"
+    path.write_text('{"a": 1}')
+    assert load_json_object(path.read_text, str(path)) == {"a": 1}

@@ -27,12 +27,12 @@ Receiver ``n`` reads ``websdr_{n}.npy``; ``"online": false`` marks an offline re
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from heimdall.data.fs import load_json_object
 from heimdall.data.raw import RawReceiver, RawSession, mode_index
 from heimdall.data.session import OFFLINE
 from heimdall.data.sigmf_io import parse_utc_ns
@@ -113,15 +113,8 @@ def _receiver(entry: Any, k: int, folder: Path, meta: dict[str, Any], where: str
 def read_session(folder: Path, fallback_id: int) -> RawSession:
     """One session folder (``metadata.json`` + ``websdr_{n}.npy``)."""
     meta_path = folder / METADATA_FILE
-    try:
-        meta = json.loads(meta_path.read_text())
-    except FileNotFoundError:
-        raise HeimdallError(f"{meta_path}: metadata missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise HeimdallError(f"{meta_path}: corrupt JSON ({exc})") from None
     where = str(meta_path)
-    if not isinstance(meta, dict):
-        raise HeimdallError(f"{where}: expected a JSON object")
+    meta = load_json_object(meta_path.read_text, where, "metadata")
     entries = _field(meta, "receivers", where)
     if not isinstance(entries, list):
         raise HeimdallError(f"{where}: field 'receivers' must be a list")

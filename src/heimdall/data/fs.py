@@ -10,7 +10,9 @@ test endpoint without knowing which.
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -164,3 +166,27 @@ def parse_storage_options(endpoint_url: str | None = None, items: list[str] | No
     if endpoint_url:
         opts["endpoint_url"] = endpoint_url
     return opts
+
+
+def load_json_object(read: Callable[[], bytes | str], source: str, what: str = "JSON") -> dict[str, Any]:
+    """Parse a JSON object from ``read()``; a missing, corrupt or non-object file is a HeimdallError.
+
+    Parameters
+    ----------
+    read
+        Returns the file's content (raises FileNotFoundError when it does not exist).
+    source
+        The file's path or URI, named in errors.
+    what
+        What the file is (``"SigMF meta"``, ``"metadata"`` ...), named in errors.
+
+    """
+    try:
+        obj = json.loads(read())
+    except FileNotFoundError:
+        raise HeimdallError(f"{source}: {what} missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HeimdallError(f"{source}: corrupt {what} ({exc})") from None
+    if not isinstance(obj, dict):
+        raise HeimdallError(f"{source}: corrupt {what} (not a JSON object)")
+    return obj

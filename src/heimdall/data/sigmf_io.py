@@ -30,6 +30,7 @@ from sigmf import SigMFCollection, SigMFFile, sigmffile
 from sigmf.error import SigMFError
 
 from heimdall.data.digest import used_slots
+from heimdall.data.fs import load_json_object
 from heimdall.data.raw import STATE_CODES, RawReceiver, RawSession, mode_index
 from heimdall.data.session import MODES, OFFLINE, STATE_NAMES, SessionBatch
 from heimdall.data.store import SessionStore
@@ -198,15 +199,7 @@ def export_sigmf(
 
 # ---------------------------------------------------------------------- import
 def _read_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        obj = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise HeimdallError(f"{path}: {what} missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise HeimdallError(f"{path}: corrupt {what} ({exc})") from None
-    if not isinstance(obj, dict):
-        raise HeimdallError(f"{path}: corrupt {what} (not a JSON object)")
-    return obj
+    return load_json_object(path.read_text, str(path), what)
 
 
 def _number(d: dict[str, Any], key: str, where: str, default: float = float("nan")) -> float:

@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from heimdall.data.digest import dataset_hash, session_digests
-from heimdall.data.fs import is_remote, join, open_fs
+from heimdall.data.fs import is_remote, join, load_json_object, open_fs
 from heimdall.data.session import SessionBatch
 from heimdall.data.zarr_io import ZarrIO
 from heimdall.errors import HeimdallError
@@ -228,15 +228,7 @@ class SessionStore:
 
     def _read_json(self, rel: str) -> dict[str, Any]:
         path = self._path(rel)
-        try:
-            obj = json.loads(self.fs.cat_file(path))
-        except FileNotFoundError:
-            raise HeimdallError(f"{path}: missing") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise HeimdallError(f"{path}: corrupt JSON ({exc})") from None
-        if not isinstance(obj, dict):
-            raise HeimdallError(f"{path}: expected a JSON object")
-        return obj
+        return load_json_object(lambda: self.fs.cat_file(path), path)
 
     def _load_descriptor(self) -> None:
         desc = self._read_json(DESCRIPTOR)
