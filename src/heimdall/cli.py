@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from typer.exceptions import TyperException
 
 from heimdall.errors import HeimdallError
 
@@ -443,7 +444,7 @@ def serve(
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, printing user errors as one line (exit code 2)."""
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="heimdall", standalone_mode=False)
     except HeimdallError as exc:
         console.print(f"[red]error:[/red] {exc}")
         sys.exit(2)
@@ -452,13 +453,12 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         console.print("aborted")
         sys.exit(1)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except TyperException as exc:  # usage errors: unknown command / option, missing or bad value
+        if hasattr(exc, "show"):
             exc.show()
-            sys.exit(exc.exit_code)
-        raise
+        else:
+            console.print(f"[red]error:[/red] {exc.format_message()}")
+        sys.exit(2)
 
 
 if __name__ == "__main__":
