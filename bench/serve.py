@@ -1,6 +1,6 @@
 """Inference service latency and throughput over HTTP, and the size of the exported model.
 
-Run: ``.venv/bin/python bench/serve.py [--model model.onnx] [--requests 300] [--json]``.
+Run: ``.venv/bin/python bench/serve.py [--model model.onnx] [--requests 300] [--clients 16] [--json]``.
 
 Without ``--model`` it exports the default LocalizationNet architecture (the training
 defaults; untrained weights: timing does not depend on the weights) for 7 receivers ×
@@ -10,6 +10,10 @@ on 127.0.0.1 and measures, on the client side, over HTTP:
 - single-request latency (``POST /v1/localize``, one simulated session of 7 receivers ×
   12000 int16 samples, ~0.9 MB of JSON): p50 / p99 / mean over ``--requests`` sequential calls;
 - batch throughput (``POST /v1/localize/batch``, ``--batch`` sessions per call): sessions/s;
+- under load: ``--clients`` concurrent clients sending ``--load-requests`` single requests to a
+  server limited to ``--max-concurrent`` requests in flight: sessions/s, p99 latency, busy 503s
+  (retried after ``Retry-After``);
+- the server's peak resident memory (``VmHWM`` of /proc/<pid>/status, Linux);
 - the graph alone in onnxruntime (no HTTP, no decoding) for one session, for reference;
 - the ONNX file size.
 """
@@ -23,6 +27,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -65,7 +70,65 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _start(model_path: Path, threads: int) -> tuple[subprocess.Popen, str]:
+def _peak_rss_mb(pid: int) -> float | None:
+    """Peak resident memory (VmHWM) of a process, MiB; None where /proc is missing."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def _load(url: str, requests: list[dict], clients: int, n: int) -> dict:
+    """``n`` single requests from ``clients`` threads at once; 503s are retried after Retry-After."""
+    bodies = [json.dumps(r).encode() for r in requests]
+    counter = iter(range(n))
+    lock = threading.Lock()
+    lat_ms: list[float] = []
+    busy = [0]
+
+    def client() -> None:
+        with httpx.Client(timeout=60) as http:
+            while True:
+                with lock:
+                    k = next(counter, None)
+                if k is None:
+                    return
+                t0 = time.perf_counter()
+                while True:
+                    r = http.post(
+                        url + "/v1/localize",
+                        content=bodies[k % len(bodies)],
+                        headers={"content-type": "application/json"},
+                    )
+                    if r.status_code != 503:
+                        break
+                    with lock:
+                        busy[0] += 1
+                    time.sleep(float(r.headers.get("retry-after", "1")))
+                r.raise_for_status()
+                with lock:
+                    lat_ms.append((time.perf_counter() - t0) * 1000)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    return {
+        "load_clients": clients,
+        "load_requests": n,
+        "load_throughput_sessions_per_s": n / elapsed,
+        "load_latency_p99_ms": float(np.percentile(lat_ms, 99)),
+        "load_busy_503": busy[0],
+    }
+
+
+def _start(model_path: Path, threads: int, max_concurrent: int) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     cmd = [
         str(Path(sys.executable).parent / "heimdall"),
@@ -75,8 +138,9 @@ def _start(model_path: Path, threads: int) -> tuple[subprocess.Popen, str]:
         "--port",
         str(port),
     ]
-    cmd += ["--threads", str(threads)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd += ["--threads", str(threads), "--max-concurrent", str(max_concurrent)]
+    env = {k: v for k, v in os.environ.items() if k != "HEIMDALL_TOKEN"}  # loopback, no token
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -113,6 +177,11 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=1, help="onnxruntime threads in the server (0: all cores)"
     )
+    parser.add_argument("--clients", type=int, default=16, help="concurrent clients of the load phase")
+    parser.add_argument("--load-requests", type=int, default=400, help="requests of the load phase")
+    parser.add_argument(
+        "--max-concurrent", type=int, default=4, help="the server's limit of requests in flight"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON only")
     args = parser.parse_args()
 
@@ -136,7 +205,7 @@ def main() -> None:
             predictor.run(**inputs)
             graph_ms.append((time.perf_counter() - t0) * 1000)
 
-        proc, url = _start(model_path, args.threads)
+        proc, url = _start(model_path, args.threads, args.max_concurrent)
         try:
             with httpx.Client(timeout=60) as client:
                 for k in range(20):  # warm-up
@@ -152,6 +221,8 @@ def main() -> None:
                 for _ in range(args.batch_calls):
                     client.post(url + "/v1/localize/batch", json=sessions).raise_for_status()
                 batch_rate = args.batch * args.batch_calls / (time.perf_counter() - t0)
+            load = _load(url, requests, args.clients, args.load_requests) if args.load_requests else {}
+            peak_rss_mb = _peak_rss_mb(proc.pid)
         finally:
             proc.terminate()
             proc.wait(timeout=10)
@@ -169,6 +240,9 @@ def main() -> None:
         "batch_sessions": args.batch,
         "batch_throughput_sessions_per_s": batch_rate,
         "graph_only_p50_ms": float(np.percentile(graph_ms, 50)),
+        **load,
+        "server_max_concurrent": args.max_concurrent,
+        "server_peak_rss_mb": peak_rss_mb,
         "cpu_cores": os.cpu_count(),
         "server_threads": args.threads or "all cores",
     }

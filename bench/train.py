@@ -25,7 +25,7 @@ import torch
 from heimdall.data.store import SessionStore
 from heimdall.eval.centroid import weighted_centroid
 from heimdall.eval.geometry import inside_hull, session_geometry
-from heimdall.eval.measure import measure_power
+from heimdall.posterior.measure import measure_power
 from heimdall.models.config import load_config
 from heimdall.models.data import (
     SimulatedBatches,

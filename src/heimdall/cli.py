@@ -67,15 +67,28 @@ def networks_show(name: Annotated[str, typer.Argument(help="Packaged network nam
 @app.command(rich_help_panel="Data")
 def simulate(
     out: Annotated[str, typer.Option("--out", help="Output dataset (folder or URI).")],
-    network: Annotated[str, typer.Option(help="Packaged network name or YAML path.")] = "nw-italy",
+    network: Annotated[
+        str, typer.Option(help="Packaged network name or YAML path; family:<name or YAML> draws networks.")
+    ] = "nw-italy",
     sessions: Annotated[int, typer.Option(help="Number of sessions.")] = 100,
-    world_seed: Annotated[int, typer.Option(help="World seed (gains, static shadowing maps).")] = 0,
+    world_seed: Annotated[
+        str, typer.Option(help="World seed (gains, noise, shadowing maps), a range 0-99, or random.")
+    ] = "0",
     seed: Annotated[int, typer.Option(help="Session seed.")] = 0,
     world: Annotated[Path | None, typer.Option(help="World YAML overriding the reference world.")] = None,
     synchronised: Annotated[bool, typer.Option(help="GNSS-synchronised receivers.")] = False,
     duration_s: Annotated[float | None, typer.Option(help="Capture length, s.")] = None,
     shard_size: Annotated[int, typer.Option(help="Sessions per shard.")] = 256,
     workers: Annotated[int, typer.Option(help="Worker processes (0 = all cores).")] = 0,
+    positions: Annotated[
+        str, typer.Option(help="Transmitter positions: uniform, or clustered (towns, roads, fixed stations).")
+    ] = "uniform",
+    sessions_per_world: Annotated[
+        int, typer.Option(help="With world / network families: sessions per drawn world.")
+    ] = 256,
+    mode: Annotated[
+        str | None, typer.Option(help="Only this signal mode: nbfm, cw, fsk or aprs (default: the mix).")
+    ] = None,
 ) -> None:
     """Simulate sessions of the world and write them to a session store (resumable)."""
     from heimdall.sim.simulate_job import run_simulation
@@ -91,7 +104,8 @@ def simulate(
             out=out, network=network, sessions=sessions, world_seed=world_seed, seed=seed,
             world_path=world, synchronised=synchronised, duration_s=duration_s,
             shard_size=shard_size, workers=workers or None,
-            progress=lambda n: bar.advance(task, n),
+            progress=lambda n: bar.advance(task, n), positions=positions, world_block=sessions_per_world,
+            mode=mode,
         )  # fmt: skip
     elapsed = time.perf_counter() - start
     console.print(
@@ -300,17 +314,142 @@ def data_split(
     Console().print_json(json.dumps(summary))
 
 
+@data_app.command("label")
+def data_label(
+    uri: Annotated[str, typer.Argument(help="Session store of 144.800 MHz captures: folder or s3:// URI.")],
+    out: Annotated[str, typer.Option("--out", help="Labelled session store to write (resumable).")],
+    max_radius_km: Annotated[float, typer.Option(help="Largest 99 % label radius kept, km.")] = 1.0,
+    max_range_km: Annotated[float, typer.Option(help="Farthest a decoding receiver may be, km.")] = 250.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+    endpoint_url: EndpointOpt = None,
+    storage_option: StorageOpt = None,
+) -> None:
+    """Label sessions from APRS position beacons decoded by Dire Wolf (docs/DATA.md, Labels from APRS)."""
+    from heimdall.labels.job import run_label
+    from heimdall.labels.policy import LabelPolicy
+
+    policy = LabelPolicy(max_range_km=max_range_km, max_radius_km=max_radius_km)
+    options = _options(endpoint_url, storage_option)
+    if as_json:
+        summary = run_label(uri, out, policy, storage_options=options)
+    else:
+        with progress_bar() as bar:
+            task = bar.add_task("labelling", total=None)
+            summary = run_label(uri, out, policy, options, progress=lambda n: bar.advance(task, n))
+        console.print(f"{summary['n_labelled']} of {summary['n_sessions']} sessions labelled into {out}")
+    print(json.dumps(summary)) if as_json else Console().print_json(json.dumps(summary))
+
+
+map_app = typer.Typer(
+    help="Radio maps learned from labelled sessions: fit, update, show.", no_args_is_help=True
+)
+app.add_typer(map_app, name="map", rich_help_panel="Model")
+
+
+@map_app.command("fit")
+def map_fit(
+    store: Annotated[str, typer.Argument(help="Labelled session store (folder or s3:// URI).")],
+    out: Annotated[str, typer.Option("--out", help="Map folder to write (local or s3://).")],
+    network: Annotated[
+        str | None, typer.Option(help="Network name or YAML (default: the store's network).")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Map settings YAML (configs/maps.yaml).")
+    ] = None,
+    update: Annotated[
+        str | None, typer.Option("--update", help="Previous map URI: add the store's new sessions to it.")
+    ] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking URI (default sqlite:///mlruns.db).")
+    ] = None,
+    endpoint_url: EndpointOpt = None,
+    storage_option: StorageOpt = None,
+) -> None:
+    """Fit per-receiver path loss and kriged fields from labelled sessions (docs/MAPS.md)."""
+    from heimdall.maps.job import run_map_fit
+
+    meta = run_map_fit(store, out, network=network, config=config, update=update,
+                       storage_options=_options(endpoint_url, storage_option) or None,
+                       tracking_uri=tracking_uri)  # fmt: skip
+    keys = ("map_version", "n_labels", "hyper", "metrics", "mlflow_run_id")
+    console.print(f"wrote map v{meta['map_version']} to {out}")
+    Console().print_json(json.dumps({k: meta.get(k) for k in keys}))
+
+
+@map_app.command("locate")
+def map_locate(
+    source: Annotated[str, typer.Argument(help="A stored session as URI#index.")],
+    map_uri: Annotated[str, typer.Option("--map", help="Radio map from 'map fit' (local or s3://).")],
+    geojson: Annotated[
+        Path | None, typer.Option("--geojson", help="Write the 50 % / 90 % regions as GeoJSON here.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print only the JSON answer.")] = False,
+    endpoint_url: EndpointOpt = None,
+    storage_option: StorageOpt = None,
+) -> None:
+    """Locate one session with a radio map: MAP, top modes and the 90 % region, beside the truth."""
+    from heimdall.maps.artifact import load_map
+    from heimdall.maps.locate import locate_with_map, summary_lines
+    from heimdall.serve.locate import load_session
+
+    opts = _options(endpoint_url, storage_option) or None
+    rmap, _ = load_map(map_uri, opts)
+    rx = rmap.network.receivers[0]
+    batch = load_session(source, rx.sample_rate_hz, 0, opts)
+    result = locate_with_map(rmap, batch)
+    if geojson is not None:
+        features = [
+            {"type": "Feature", "properties": {"hpd": k}, "geometry": result[k]} for k in ("hpd50", "hpd90")
+        ]
+        geojson.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    if as_json:
+        sys.stdout.write(json.dumps(result) + "\n")
+        return
+    for line in summary_lines(result):
+        console.print(line)
+
+
+@map_app.command("show")
+def map_show(
+    uri: Annotated[str, typer.Argument(help="Map folder (local or s3://).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for one PNG per receiver.")],
+    endpoint_url: EndpointOpt = None,
+    storage_option: StorageOpt = None,
+) -> None:
+    """Draw each receiver's field mean and std with the label positions."""
+    from heimdall.maps.job import run_map_show
+
+    paths = run_map_show(uri, out, _options(endpoint_url, storage_option) or None)
+    console.print(f"wrote {len(paths)} PNG files to {out}")
+
+
 @app.command(rich_help_panel="Model")
 def evaluate(
     data: Annotated[str, typer.Option("--data", help="Labelled session store (folder or s3:// URI).")],
-    out: Annotated[str, typer.Option("--out", help="Report folder (report.json, PNG plots, report.html).")],
+    out: Annotated[
+        str | None,
+        typer.Option("--out", help="Report folder (report.json, plots, report.html); optional with --json."),
+    ] = None,
     model: Annotated[
         str | None, typer.Option("--model", help="Checkpoint, ONNX file / URI or models:/NAME@ALIAS.")
+    ] = None,
+    labelled: Annotated[
+        str | None,
+        typer.Option(
+            "--labelled", help="Labelled store: fit radio maps from it and score radio_map_kriging."
+        ),
+    ] = None,
+    map_uri: Annotated[
+        str | None, typer.Option("--map", help="Radio map from 'map fit' to score radio_map_kriging with.")
     ] = None,
     baselines: Annotated[
         str, typer.Option(help="all, none or a list: weighted_centroid,rss_ml,oracle,tdoa_ml.")
     ] = "all",
     limit: Annotated[int | None, typer.Option(help="Evaluate only the first N sessions.")] = None,
+    allow_overlap: Annotated[
+        bool,
+        typer.Option(help="Evaluate even a store that overlaps the model's training / validation data."),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print only the JSON report on stdout.")] = False,
     mlflow_run: Annotated[str | None, typer.Option(help="Log the report to this MLflow run id.")] = None,
     tracking_uri: Annotated[
@@ -320,21 +459,28 @@ def evaluate(
     storage_option: StorageOpt = None,
 ) -> None:
     """Evaluate a model beside the classical baselines, the oracle and the Cramér-Rao bound."""
+    import tempfile
+
     from heimdall.eval.job import run_evaluation
 
-    with progress_bar() as bar:
+    if out is None and not as_json:
+        raise HeimdallError("--out: give a report folder (only --json may go without one)")
+    with progress_bar() as bar, tempfile.TemporaryDirectory(prefix="heimdall-eval-") as tmp:
         task = bar.add_task("evaluating", total=None)
         report = run_evaluation(
-            data, out, model=model, baselines=baselines, limit=limit,
+            data, out or tmp, model=model, baselines=baselines, limit=limit,
             storage_options=_options(endpoint_url, storage_option) or None,
-            tracking_uri=tracking_uri, mlflow_run=mlflow_run,
+            tracking_uri=tracking_uri, mlflow_run=mlflow_run, allow_overlap=allow_overlap,
             progress=lambda n: bar.advance(task, n), on_total=lambda n: bar.update(task, total=n),
+            plots=out is not None, labelled=labelled, map_uri=map_uri,
         )  # fmt: skip
     if as_json:
         sys.stdout.write(json.dumps(report, indent=1) + "\n")
         return
     cols = ("median_km", "mean_km", "p90_km", "rmse_km", "coverage_1sigma", "coverage_2sigma", "nll")
-    table = Table("estimator", "n", *cols, title=f"evaluation of {report['n']} sessions ({data})")
+    prov = report.get("provenance")
+    title = f"evaluation of {report['n']} sessions ({data})" + (f"\n{prov['summary']}" if prov else "")
+    table = Table("estimator", "n", *cols, title=title)
     for name, m in report["estimators"].items():
         table.add_row(name, str(m["n"]), *("—" if m[c] is None else f"{m[c]:.3f}" for c in cols))
     Console().print(table)
@@ -351,12 +497,20 @@ def export_cmd(
     out: Annotated[str, typer.Option("--out", help="Folder / prefix (local or s3://) or a .onnx path.")],
     checkpoint: Annotated[Path | None, typer.Option(help="Lightning .ckpt or saved model file.")] = None,
     run: Annotated[
-        str | None, typer.Option("--run", help="MLflow run id to export ('latest': the newest run).")
+        str | None,
+        typer.Option("--run", help="MLflow run id ('latest': the newest run of the training experiment)."),
+    ] = None,
+    experiment: Annotated[
+        str | None, typer.Option(help="Training experiment searched by --run latest (default: heimdall).")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Training config: its tracking experiment and URI.")
     ] = None,
     register: Annotated[str | None, typer.Option(help="Register as a version of this model name.")] = None,
     alias: Annotated[str, typer.Option(help="Alias for the registered version.")] = "production",
     evaluation: Annotated[
-        Path | None, typer.Option(help="JSON evaluation summary kept in the metadata.")
+        Path | None,
+        typer.Option(help="report.json of `heimdall evaluate` on a held-out test set (model card figures)."),
     ] = None,
     tracking_uri: Annotated[
         str | None, typer.Option(help="MLflow tracking URI (default sqlite:///mlruns.db).")
@@ -367,9 +521,16 @@ def export_cmd(
     """Export a model to ONNX (checked, parity with PyTorch), write it to the object store, register it."""
     from heimdall.export.job import run_export
 
+    if config is not None:
+        from heimdall.models.config import load_config
+
+        tracking = load_config(config).tracking
+        experiment = experiment or tracking.experiment
+        tracking_uri = tracking_uri or tracking.uri
     report = run_export(out, checkpoint=checkpoint, run_id=run, register=register, alias=alias,
                         evaluation=evaluation, tracking_uri=tracking_uri,
-                        storage_options=_options(endpoint_url, storage_option) or None)  # fmt: skip
+                        storage_options=_options(endpoint_url, storage_option) or None,
+                        experiment=experiment)  # fmt: skip
     worst = max(report.parity, key=lambda c: c.max_position_diff_m)
     console.print(
         f"wrote {report.uri} ({report.size_bytes / 1e6:.2f} MB, opset {report.opset}); parity with PyTorch: "
@@ -388,6 +549,9 @@ def locate(
     model: Annotated[str, typer.Option(help="Model: .ckpt, .onnx path/URI, or models:/NAME@ALIAS.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     geojson: Annotated[Path | None, typer.Option(help="Write point + ellipse polygons as GeoJSON.")] = None,
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Write a self-contained map page of the answer (HTML).")
+    ] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI for models:/ specs.")] = None,
     endpoint_url: EndpointOpt = None,
     storage_option: StorageOpt = None,
@@ -409,6 +573,10 @@ def locate(
     result = locate_session(predictor, session)
     if geojson is not None:
         write_geojson(result, geojson)
+    if html is not None:
+        from heimdall.serve.page import write_locate_html
+
+        write_locate_html(predictor, session, result, html, f"{source} located by {result['model_version']}")
     if as_json:
         Console().print_json(json.dumps({k: v for k, v in result.items() if k != "geojson"}))
         return
@@ -422,23 +590,55 @@ def locate(
 def serve(
     model: Annotated[str, typer.Option(help="Exported model: .onnx path/URI or models:/NAME@ALIAS.")],
     host: Annotated[
-        str, typer.Option(help="Interface to bind (127.0.0.1: this machine only).")
+        str, typer.Option(help="Interface to bind (127.0.0.1: this machine only; others need --token).")
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     max_body_mb: Annotated[float, typer.Option(help="Largest request body, MiB (larger: 413).")] = 32.0,
     threads: Annotated[
         int, typer.Option(help="onnxruntime threads per request (0: all cores); requests run in parallel.")
     ] = 1,
+    max_concurrent: Annotated[
+        int, typer.Option(help="Requests in flight at once; bounds memory (others wait, then 503).")
+    ] = 4,
+    queue_timeout: Annotated[
+        float, typer.Option(help="Seconds a request waits for a free slot before 503 + Retry-After.")
+    ] = 2.0,
+    max_connections: Annotated[
+        int, typer.Option(help="Open connections at most (more: immediate 503).")
+    ] = 100,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="HEIMDALL_TOKEN",
+            show_default=False,
+            help="API token: /v1 calls need 'Authorization: Bearer TOKEN'. Required off loopback.",
+        ),
+    ] = None,
+    tiles: Annotated[
+        str, typer.Option(help="Map page basemap: tile URL template ({z}/{x}/{y}), or 'none' (borders only).")
+    ] = "https://tile.openstreetmap.org/{z}/{x}/{y}.png",
+    tiles_attribution: Annotated[
+        str, typer.Option(help="Attribution shown for the --tiles source.")
+    ] = "© OpenStreetMap contributors",
+    data: Annotated[
+        str | None, typer.Option("--data", help="Session store offered on the map page (folder or s3://).")
+    ] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI for models:/ specs.")] = None,
     endpoint_url: EndpointOpt = None,
     storage_option: StorageOpt = None,
 ) -> None:
     """Serve an exported model over HTTP (FastAPI + onnxruntime); OpenAPI docs at /docs."""
+    from heimdall.serve.page import PageConfig
     from heimdall.serve.run import serve_model
 
+    options = _options(endpoint_url, storage_option) or None
     serve_model(model, host=host, port=port, max_body_bytes=int(max_body_mb * 1024 * 1024),
                 threads=threads or None, tracking_uri=tracking_uri,
-                storage_options=_options(endpoint_url, storage_option) or None)  # fmt: skip
+                storage_options=_options(endpoint_url, storage_option) or None,
+                max_concurrent=max_concurrent, queue_timeout_s=queue_timeout, token=token,
+                max_connections=max_connections,
+                page=PageConfig(tiles=tiles, attribution=tiles_attribution, data=data,
+                                storage_options=options))  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:

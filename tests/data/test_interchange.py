@@ -14,7 +14,7 @@ from sigmf import sigmffile
 from heimdall.cli import main
 from heimdall.data.session import HEARD, OFFLINE, SILENT, SessionBatch
 from heimdall.data.store import SessionStore
-from heimdall.eval.measure import measure_power
+from heimdall.posterior.measure import measure_power
 
 AssertSame = Callable[[SessionBatch, SessionBatch], None]
 META = {"network": None, "world_seed": 0, "note": "interchange test"}

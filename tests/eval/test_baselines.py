@@ -4,20 +4,22 @@ import numpy as np
 import pytest
 
 from heimdall.eval.centroid import weighted_centroid
-from heimdall.eval.geometry import search_grid, session_geometry
-from heimdall.eval.likelihood import power_observations
-from heimdall.eval.measure import DETECTION_SNR_DB, measure_power
+from heimdall.eval.geometry import session_geometry
 from heimdall.eval.noise import capture_sigma_db, fading_scatter, total_sigma_db
 from heimdall.eval.oracle import Oracle
 from heimdall.eval.rss_ml import PathLoss, rss_ml
 from heimdall.eval.tdoa import tdoa_ml
 from heimdall.network import Network
+from heimdall.posterior.grid import search_grid
+from heimdall.posterior.likelihood import power_observations
+from heimdall.posterior.measure import DETECTION_SNR_DB, measure_power
 from heimdall.sim import World, load_world
 
 # "Noise-free": no per-capture shadowing, a static direct path (K = 60 dB, no Doppler), one height.
 NOISE_FREE = dict(
-    capture_shadowing_sigma_db=0.0, rician_k_db=60.0, doppler_hz=0.0, tx_height_m_min=5.0, tx_height_m_max=5.0
-)
+    capture_shadowing_sigma_db=0.0, rician_k_db=60.0, doppler_hz=0.0, tx_height_m_min=5.0, tx_height_m_max=5.0,
+    site_noise_sigma_db=0.0, noise_wander_sigma_db=0.0, band_gain_correlation=1.0,
+)  # fmt: skip
 
 
 def _errors(est_km: np.ndarray, truth_km: np.ndarray) -> np.ndarray:
@@ -62,7 +64,7 @@ def test_rss_ml_recovers_truth_without_noise(network: Network) -> None:
     est = rss_ml(obs, world.rx_east_north_km, network.heights_m, grid, np.array([5.0]), model, (42.0, 47.0))
     ok = m.n_heard >= 3
     assert ok.sum() >= 6
-    assert np.all(_errors(est.mean_km, geo.tx_km)[ok] < 0.5)
+    assert np.all(_errors(est.map.mean_km, geo.tx_km)[ok] < 0.5)
 
 
 def test_oracle_recovers_truth_without_per_capture_noise(network: Network) -> None:
@@ -107,7 +109,7 @@ def test_tdoa_ml_recovers_truth_on_synchronised_wideband(network: Network) -> No
     est = tdoa_ml(
         batch.iq_complex(), world.sample_rate_hz, m.heard, m.snr_db, 10 ** (m.noise_dbfs / 10),
         batch.rx_timing_sigma_s, world.rx_east_north_km, network.heights_m,
-        search_grid(world.tx_area_km, 1.0), 5.0,
+        search_grid(world.tx_area_km, 1.0), 5.0, batch.rx_start_ns,
     )  # fmt: skip
     assert np.all(m.n_heard >= 4)
     assert np.all(_errors(est.mean_km, geo.tx_km) < 0.5)

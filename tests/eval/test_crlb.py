@@ -11,7 +11,7 @@ from heimdall.sim.propagation import SPEED_OF_LIGHT_KM_S, path_loss_exponent
 def test_ring_closed_form_known_power() -> None:
     """N receivers on a ring of radius d, transmitter at the centre, P0 known.
 
-    Reference: DESIGN.md §1 closed form RMSE = 2d / sqrt(N b), b = (10 n / (σ ln 10))².
+    Reference: docs/ARCHITECTURE.md closed form RMSE = 2d / sqrt(N b), b = (10 n / (σ ln 10))².
     """
     for n_rx, radius, n_exp, sigma in [(7, 40.0, 3.0, 6.0), (4, 10.0, 2.0, 3.0), (12, 80.0, 4.0, 8.0)]:
         ang = 2 * np.pi * np.arange(n_rx) / n_rx + 0.3

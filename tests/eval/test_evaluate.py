@@ -68,6 +68,24 @@ def test_cli_json_report(
         assert SCHEMA_METRICS <= set(metrics), name
         assert metrics["n"] == 20 and metrics["median_km"] > 0
     assert report["estimators"]["weighted_centroid"]["coverage_1sigma"] is None
+    posterior_keys = {
+        "map_median_km",
+        "hpd_coverage_50",
+        "hpd_coverage_90",
+        "hpd90_area_km2_median",
+        "log_score",
+    }
+    for name in ("oracle_mean", "rss_ml"):  # estimators with a grid posterior
+        assert posterior_keys <= set(report["estimators"][name]), name
+        assert (
+            0.0
+            <= report["estimators"][name]["hpd_coverage_50"]
+            <= report["estimators"][name]["hpd_coverage_90"]
+        )
+    assert (
+        report["estimators"]["oracle_mean"]["map_median_km"]
+        == report["estimators"]["oracle_map"]["median_km"]
+    )
     assert 0.0 <= report["estimators"]["rss_ml"]["coverage_1sigma"] <= 1.0
     assert set(report["oracle_hpd_coverage"]) == {"p393", "p865"}
     assert report["crlb_rmse_km"]["median"] > 0 and isinstance(report["crlb_rmse_km"]["singular"], int)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from heimdall.eval.estimate import Estimate
-from heimdall.eval.geometry import inside_hull, search_grid
+from heimdall.eval.geometry import inside_hull
 from heimdall.eval.metrics import (
     calibration_curve,
     hpd_coverage,
@@ -12,6 +12,7 @@ from heimdall.eval.metrics import (
     strata,
     summary,
 )
+from heimdall.posterior.grid import search_grid
 
 
 def _calibrated(n: int, seed: int) -> tuple[Estimate, np.ndarray]:

@@ -52,11 +52,14 @@ def test_export_run_register_and_load_by_alias(trained, tmp_path, monkeypatch, c
     assert float(version.tags["ref_lat"]) == from_file.metadata["ref_lat"]
     assert version.tags["dataset_hash"] == from_file.metadata["dataset_hash"]
     assert version.tags["heimdall.uri"] == str(out / "model.onnx")
-    # the run's final validation metrics became the evaluation summary, in the file and the registry
-    evaluation = from_registry.metadata["evaluation"]
-    assert evaluation["run_id"] == trained.run_id
-    assert {"final_val_median_error_km", "final_val_coverage_1sigma"} <= set(evaluation["metrics"])
-    assert json.loads(version.tags["evaluation"]) == evaluation
+    # without a test report there is no evaluation; the run's validation metrics travel labelled as such
+    assert from_registry.metadata["evaluation"] is None and version.tags["evaluation"] == "null"
+    assert "no held-out test evaluation" in version.tags["evaluation.status"]
+    assert "evaluation.data_hash" not in version.tags and "No held-out test evaluation" in version.description
+    validation = from_registry.metadata["validation"]
+    assert validation["run_id"] == trained.run_id
+    assert {"final_val_median_error_km", "final_val_coverage_1sigma"} <= set(validation["metrics"])
+    assert json.loads(version.tags["validation"]) == validation
     artifacts = {a.path for a in client.list_artifacts(trained.run_id, "onnx")}
     assert artifacts == {"onnx/model.onnx", "onnx/model.json"}
 
@@ -87,7 +90,7 @@ def test_new_version_moves_the_alias(trained, tmp_path, monkeypatch) -> None:
 def test_latest_run_is_the_training_run(trained) -> None:
     from heimdall.export.registry import latest_training_run
 
-    assert latest_training_run(trained.tracking_uri) == trained.run_id
+    assert latest_training_run(trained.tracking_uri, "export-test") == trained.run_id
 
 
 def test_unknown_alias_and_bad_spec_are_clear_errors(trained) -> None:

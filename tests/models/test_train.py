@@ -124,7 +124,7 @@ def test_resume_continues_from_the_saved_step(tiny_config: TrainConfig) -> None:
     first = run_training(tiny_config.with_overrides(trainer={"max_minutes": 10.0}), progress=False)
     last = Path(first.out_dir) / "last.ckpt"
     assert [r["step"] for r in first.history] == [3.0]
-    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 3
     second = run_training(
         tiny_config.with_overrides(trainer={"max_epochs": 2}), resume=str(last), progress=False

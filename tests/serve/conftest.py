@@ -7,6 +7,7 @@ network; parity of a trained one is tested in tests/export.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -95,45 +96,65 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def served(model_path: Path) -> Iterator[Served]:
-    """`heimdall serve --model FILE --port P` as a subprocess on 127.0.0.1 (the default host)."""
+def start_server(
+    model_path: Path, *extra: str, env: dict[str, str] | None = None, name: str = "serve"
+) -> Served:
+    """Start `heimdall serve --model FILE --port P --max-body-mb 8 --threads 1 EXTRA...`; wait for /health.
+
+    The caller's HEIMDALL_TOKEN is not passed on (only ``env`` sets one).
+    """
     port = _free_port()
     exe = Path(sys.executable).parent / "heimdall"
-    log_path = model_path.parent / "serve.log"
-    log = log_path.open("wb")
-    proc = subprocess.Popen(
-        [
-            str(exe),
-            "serve",
-            "--model",
-            str(model_path),
-            "--port",
-            str(port),
-            "--max-body-mb",
-            "8",
-            "--threads",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    log_path = model_path.parent / f"{name}-{port}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                str(exe),
+                "serve",
+                "--model",
+                str(model_path),
+                "--port",
+                str(port),
+                "--max-body-mb",
+                "8",
+                "--threads",
+                "1",
+                *extra,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**{k: v for k, v in os.environ.items() if k != "HEIMDALL_TOKEN"}, **(env or {})},
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60.0
     while True:
         try:
             if httpx.get(f"{url}/health", timeout=1.0).status_code == 200:
-                break
+                return Served(url, model_path, proc)
         except httpx.TransportError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            log.close()
+            proc.wait()
             raise RuntimeError(f"heimdall serve did not start: {log_path.read_text()}")
         time.sleep(0.1)
+
+
+def stop_server(served: Served) -> None:
+    """Terminate the server process and wait for it."""
+    served.process.terminate()
     try:
-        yield Served(url, model_path, proc)
+        served.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        served.process.kill()
+        served.process.wait()
+
+
+@pytest.fixture(scope="session")
+def served(model_path: Path) -> Iterator[Served]:
+    """`heimdall serve --model FILE --port P` as a subprocess on 127.0.0.1 (the default host)."""
+    server = start_server(model_path)
+    try:
+        yield server
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
+        stop_server(server)

@@ -15,6 +15,7 @@ from heimdall.data.session import HEARD, MODES
 from heimdall.network import load_network
 from heimdall.sim import World, load_world
 from heimdall.sim.propagation import free_space_loss_db, radio_horizon_km
+from heimdall.sim.simulator import band_of
 
 NET = load_network("nw-italy")
 
@@ -22,6 +23,11 @@ NET = load_network("nw-italy")
 def _world(seed: int = 0, **changes) -> World:
     base = {"duration_s": 0.25}
     return World(NET, load_world().with_overrides(**{**base, **changes}), seed)
+
+
+def _gains(w: World, b) -> np.ndarray:
+    """True gain offset of every slot in its session's band, (B, R) dB."""
+    return np.stack([w.gain_offset_db_for(band_of(f)) for f in b.center_freq_hz])
 
 
 def _periodogram(x: np.ndarray) -> np.ndarray:
@@ -62,7 +68,7 @@ def test_path_loss_slope_from_iq_each_side_of_breakpoint() -> None:
     near_peak = circ <= 50  # +-200 Hz around the carrier excluded from the noise bins
     noise = _noise_per_bin(p, near_peak)
     signal = np.mean(np.abs(x) ** 2, axis=-1) - noise * p.shape[-1]
-    gain = w.gain_offset_db[None, :]
+    gain = _gains(w, b)
     power_dbm = 10 * np.log10(np.maximum(signal, 1e-30)) + b.rx_fullscale_dbm - gain
     east, north = NET.frame.to_local_km(b.tx_lat_deg, b.tx_lon_deg)
     d = w.distance_km(east, north)
@@ -110,7 +116,7 @@ def test_nbfm_band_power_from_iq_matches_bookkeeping() -> None:
     p = np.sort(_periodogram(x), axis=-1)
     noise = p[..., : p.shape[-1] * 3 // 100].mean(-1) * p.shape[-1]
     band = np.mean(np.abs(x) ** 2, axis=-1) - noise
-    measured_dbm = 10 * np.log10(np.maximum(band, 1e-30)) + b.rx_fullscale_dbm - w.gain_offset_db[None, :]
+    measured_dbm = 10 * np.log10(np.maximum(band, 1e-30)) + b.rx_fullscale_dbm - _gains(w, b)
     sel = (b.rx_state == HEARD) & (b.rx_snr_db >= 10) & ~b.rx_clipped
     assert sel.sum() > 50
     assert np.max(np.abs(measured_dbm[sel] - b.rx_power_dbm[sel])) < 1.0

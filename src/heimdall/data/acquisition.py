@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from heimdall.data.fs import load_json_object
+from heimdall.data.paths import resolve_inside
 from heimdall.data.raw import RawReceiver, RawSession, mode_index
 from heimdall.data.session import OFFLINE
 from heimdall.data.sigmf_io import parse_utc_ns
@@ -87,8 +88,9 @@ def _receiver(entry: Any, k: int, folder: Path, meta: dict[str, Any], where: str
         raise HeimdallError(f"{w}: field 'n' must be an integer, got {n!r}")
     online = entry.get("online", True)
     start = _field(entry, "start_time", w, meta)
+    iq_path = resolve_inside(folder, f"websdr_{n}.npy", source=where, field=f"receivers[{k}].n")
     rx = RawReceiver(
-        source=str(folder / f"websdr_{n}.npy"),
+        source=str(iq_path),
         station=str(_field(entry, "station_id", w)),
         lat_deg=_num(_field(entry, "lat", w), "lat", w),
         lon_deg=_num(_field(entry, "lon", w), "lon", w),
@@ -106,13 +108,13 @@ def _receiver(entry: Any, k: int, folder: Path, meta: dict[str, Any], where: str
         return rx
     if not np.isfinite(rx.sample_rate_hz):
         raise HeimdallError(f"{w}: field 'sample_rate_hz' missing")
-    rx.n_samples, rx.load = _npy_loader(folder / f"websdr_{n}.npy")
+    rx.n_samples, rx.load = _npy_loader(iq_path)
     return rx
 
 
 def read_session(folder: Path, fallback_id: int) -> RawSession:
-    """One session folder (``metadata.json`` + ``websdr_{n}.npy``)."""
-    meta_path = folder / METADATA_FILE
+    """One session folder (``metadata.json`` + ``websdr_{n}.npy``); every file read stays inside it."""
+    meta_path = resolve_inside(folder, METADATA_FILE, source=str(folder), field="manifest file")
     where = str(meta_path)
     meta = load_json_object(meta_path.read_text, where, "metadata")
     entries = _field(meta, "receivers", where)
@@ -163,4 +165,6 @@ def read_acquisition_dir(directory: str | Path) -> list[RawSession]:
     )
     if not folders:
         raise HeimdallError(f"{base}: no session folders with a {METADATA_FILE}")
+    for p in folders:  # a linked session folder must stay inside too
+        resolve_inside(base, p.name, source=str(base), field="session folder")
     return [read_session(p, k) for k, p in enumerate(folders)]

@@ -28,7 +28,12 @@ _DTYPES: dict[str, str] = {
     "tx_height_m": "<f8", "mode": "i1", "rx_lat_deg": "<f8", "rx_lon_deg": "<f8", "rx_height_m": "<f8",
     "rx_fullscale_dbm": "<f8", "rx_state": "i1", "rx_start_ns": "<i8", "rx_timing_sigma_s": "<f8",
     "rx_power_dbm": "<f8", "rx_snr_db": "<f8", "rx_delay_s": "<f8", "rx_clipped": "?", "iq": "<i2",
+    "label_radius_m": "<f8", "rx_burst_dbfs": "<f8", "rx_burst_noise_dbfs": "<f8",
 }  # fmt: skip
+
+
+#: Optional float fields left out of a session's digest when all NaN (older stores hash the same).
+_NAN_OPTIONAL = ("label_radius_m", "rx_burst_dbfs", "rx_burst_noise_dbfs")
 
 
 def used_slots(batch: SessionBatch) -> np.ndarray:
@@ -45,7 +50,7 @@ def used_slots(batch: SessionBatch) -> np.ndarray:
 
 
 def _canonical(name: str, values: np.ndarray) -> bytes:
-    if name == "rx_station":
+    if name in ("rx_station", "network_id"):
         return b"".join(struct.pack("<I", len(e)) + e for e in (str(v).encode() for v in values))
     arr = np.asarray(values).astype(_DTYPES[name], copy=False)
     if arr.dtype.kind == "f":
@@ -64,7 +69,11 @@ def session_digests(batch: SessionBatch) -> list[bytes]:
         h.update(struct.pack("<q", r))
         for name in names:
             arr = getattr(batch, name)
+            if name == "network_id" and not str(arr[i]):
+                continue  # unknown network: the digest of stores written before the column existed
             values = arr[i] if name in SessionBatch.SESSION_FIELDS else arr[i, :r]
+            if name in _NAN_OPTIONAL and np.all(np.isnan(values)):
+                continue  # absent optional measurement: the digest of stores written before it existed
             h.update(name.encode() + b"\0")
             h.update(_canonical(name, np.atleast_1d(values)))
         out.append(h.digest())

@@ -19,11 +19,11 @@ def store_info(
     """Describe the store at ``uri``.
 
     Receiver states and labels come from the tables (all sessions); the SNR
-    distribution is measured from the IQ (:func:`heimdall.eval.measure.measure_power`,
+    distribution is measured from the IQ (:func:`heimdall.posterior.measure.measure_power`,
     SNR over the capture bandwidth in dB) of heard and silent receivers of the
     first ``max_sessions`` sessions.
     """
-    from heimdall.eval.measure import measure_power
+    from heimdall.posterior.measure import measure_power
 
     with SessionStore.open(uri, storage_options) as store:
         sessions = store.sessions_table()

@@ -12,7 +12,7 @@ turns sessions into a batch with the store's conventions (docs/DATA.md
   (:func:`scipy.signal.resample_poly`, Kaiser window β = 5);
 - every capture is trimmed to the common length T of the import;
 - a receiver whose state is not recorded is marked heard or silent from the SNR
-  measured on its IQ (:func:`heimdall.eval.measure.measure_power`: heard when the
+  measured on its IQ (:func:`heimdall.posterior.measure.measure_power`: heard when the
   SNR over the capture bandwidth is at least 0 dB).
 """
 
@@ -72,6 +72,7 @@ class RawSession:
     center_freq_hz: float
     receivers: list[RawReceiver]
     world_seed: int = -1
+    network_id: str = ""
     session_seed: int = -1
     tx_lat_deg: float = float("nan")
     tx_lon_deg: float = float("nan")
@@ -211,6 +212,7 @@ def assemble(sessions: list[RawSession], n_samples: int, rate_hz: float | None =
     sess = {
         "session_id": np.array([s.session_id for s in sessions], dtype=np.int64),
         "world_seed": np.array([s.world_seed for s in sessions], dtype=np.int64),
+        "network_id": np.array([s.network_id for s in sessions], dtype=np.str_),
         "session_seed": np.array([s.session_seed for s in sessions], dtype=np.int64),
         "center_freq_hz": np.array([s.center_freq_hz for s in sessions], dtype=np.float64),
         "sample_rate_hz": np.array([session_rate(s, rate_hz) for s in sessions], dtype=np.float64),
@@ -236,7 +238,7 @@ _RECEIVER_DTYPES: dict[str, Any] = {
 
 
 def _mark_heard_silent(batch: SessionBatch, mask: NDArray[np.bool_]) -> None:
-    from heimdall.eval.measure import measure_power
+    from heimdall.posterior.measure import measure_power
 
     m = measure_power(batch)
     batch.rx_state[mask] = np.where(m.heard[mask], HEARD, SILENT).astype(np.int8)

@@ -22,7 +22,7 @@ HEARD: int = 1
 SILENT: int = 2
 STATE_NAMES: dict[int, str] = {OFFLINE: "offline", HEARD: "heard", SILENT: "silent"}
 
-MODES: tuple[str, ...] = ("nbfm", "cw", "fsk")
+MODES: tuple[str, ...] = ("nbfm", "cw", "fsk", "aprs")
 
 
 def pad_value(field: str) -> object:
@@ -44,6 +44,9 @@ class SessionBatch:
 
     Per session (shape (B,)): ``session_id`` (int64, unique in a dataset),
     ``world_seed`` and ``session_seed`` (int64, -1 for real recordings),
+    ``network_id`` (str: the receiver network the session was simulated with, a
+    packaged name or ``<family>#<network seed>``; empty when unknown: real
+    recordings and stores written before the column existed),
     ``center_freq_hz`` (float64, Hz), ``sample_rate_hz`` (float64, samples/s),
     truth (NaN / -1 when unknown): ``tx_lat_deg``, ``tx_lon_deg`` (degrees),
     ``tx_power_dbm`` (dBm), ``tx_height_m`` (m), ``mode`` (int8 index into
@@ -57,6 +60,15 @@ class SessionBatch:
     mean received power at the antenna over the capture, dBm), ``rx_snr_db``
     (mean SNR over the capture bandwidth, dB), ``rx_delay_s`` (true propagation
     delay, s), ``rx_clipped`` (bool).
+
+    Label and measurements added by the APRS labeller (``heimdall data label``;
+    NaN when absent, and in stores written before the columns existed):
+    ``label_radius_m`` (B,): the label's 99 % position-uncertainty radius, m
+    (format resolution, position ambiguity and GPS error; docs/MAPS.md);
+    ``rx_burst_dbfs`` (B, R): the band power measured over the packet burst,
+    dBFS (signal only, noise removed); ``rx_burst_noise_dbfs`` (B, R): the
+    noise power over the capture bandwidth measured outside the burst, dBFS.
+    They are measurements of the recording, not simulator bookkeeping.
 
     ``iq``: int16, shape (B, R, T, 2), I and Q; as floats divide by 32768
     (full scale = 1.0). Offline slots hold zeros.
@@ -85,18 +97,35 @@ class SessionBatch:
     rx_delay_s: NDArray[np.float64]
     rx_clipped: NDArray[np.bool_]
     iq: NDArray[np.int16]
+    network_id: NDArray[np.str_] | None = None  # optional for callers written before it existed
+    label_radius_m: NDArray[np.float64] | None = None  # optional: NaN unless labelled by data label
+    rx_burst_dbfs: NDArray[np.float64] | None = None  # optional: NaN unless measured over a burst
+    rx_burst_noise_dbfs: NDArray[np.float64] | None = None
 
     SESSION_FIELDS: ClassVar[tuple[str, ...]] = (
-        "session_id", "world_seed", "session_seed", "center_freq_hz", "sample_rate_hz",
-        "tx_lat_deg", "tx_lon_deg", "tx_power_dbm", "tx_height_m", "mode",
+        "session_id", "world_seed", "session_seed", "network_id", "center_freq_hz", "sample_rate_hz",
+        "tx_lat_deg", "tx_lon_deg", "tx_power_dbm", "tx_height_m", "mode", "label_radius_m",
     )  # fmt: skip
     RECEIVER_FIELDS: ClassVar[tuple[str, ...]] = (
         "rx_station", "rx_lat_deg", "rx_lon_deg", "rx_height_m", "rx_fullscale_dbm",
         "rx_state", "rx_start_ns", "rx_timing_sigma_s", "rx_power_dbm", "rx_snr_db",
-        "rx_delay_s", "rx_clipped",
+        "rx_delay_s", "rx_clipped", "rx_burst_dbfs", "rx_burst_noise_dbfs",
+    )  # fmt: skip
+    #: Fields that may be absent (older stores, callers written before them): filled on construction.
+    OPTIONAL_FIELDS: ClassVar[tuple[str, ...]] = (
+        "network_id", "label_radius_m", "rx_burst_dbfs", "rx_burst_noise_dbfs",
     )  # fmt: skip
 
     def __post_init__(self) -> None:
+        if self.network_id is None:
+            self.network_id = np.full(self.session_id.shape, "", dtype=np.str_)
+        elif self.network_id.dtype.kind != "U":
+            self.network_id = np.asarray(self.network_id, dtype=np.str_).reshape(self.session_id.shape)
+        if self.label_radius_m is None:
+            self.label_radius_m = np.full(self.session_id.shape, np.nan)
+        for name in ("rx_burst_dbfs", "rx_burst_noise_dbfs"):
+            if getattr(self, name) is None:
+                setattr(self, name, np.full(self.rx_state.shape, np.nan))
         self.validate()
 
     @property
@@ -206,7 +235,7 @@ class SessionBatch:
     def from_arrays(arrays: dict[str, np.ndarray]) -> SessionBatch:
         """Inverse of :meth:`to_arrays`; missing or extra fields raise HeimdallError."""
         names = {f.name for f in fields(SessionBatch)}
-        missing = names - set(arrays)
+        missing = names - set(arrays) - set(SessionBatch.OPTIONAL_FIELDS)
         if missing:
             raise HeimdallError(f"session arrays miss fields {sorted(missing)}")
-        return SessionBatch(**{n: np.asarray(arrays[n]) for n in names})
+        return SessionBatch(**{n: np.asarray(arrays[n]) for n in names if n in arrays})

@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sigmf import SigMFCollection, SigMFFile, sigmffile
+from sigmf import SigMFCollection, SigMFFile
 from sigmf.error import SigMFError
 
 from heimdall.data.digest import used_slots
 from heimdall.data.fs import load_json_object
+from heimdall.data.paths import resolve_inside
 from heimdall.data.raw import STATE_CODES, RawReceiver, RawSession, mode_index
 from heimdall.data.session import MODES, OFFLINE, STATE_NAMES, SessionBatch
 from heimdall.data.store import SessionStore
@@ -44,6 +45,8 @@ ACCEPTED_DATATYPES: dict[str, int] = {
     "ci8": 2, "ci32_le": 8, "ci32_be": 8,
 }  # fmt: skip
 _NS = 1_000_000_000
+#: Global field naming a non-conforming dataset file (SigMF specification 1.x, "core:dataset").
+_DATASET_KEY = "core:dataset"
 
 
 def _finite(value: float) -> float | None:
@@ -136,8 +139,9 @@ def _truth(batch: SessionBatch, i: int) -> dict[str, Any] | None:
 def export_session(batch: SessionBatch, i: int, out_dir: Path) -> Path:
     """Write session ``i`` of ``batch`` as one SigMF collection folder (atomically: temp folder, rename)."""
     sid = int(batch.session_id[i])
-    final = out_dir / f"session-{sid:08d}"
-    tmp = out_dir / f".session-{sid:08d}.tmp"
+    # a folder linked out of out_dir is refused, never written through or deleted
+    final = resolve_inside(out_dir, f"session-{sid:08d}", source=str(out_dir), field="session folder")
+    tmp = resolve_inside(out_dir, f".session-{sid:08d}.tmp", source=str(out_dir), field="session folder")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     names = [_recording(batch, i, j, tmp) for j in range(int(used_slots(batch.select([i]))[0]))]
@@ -151,6 +155,7 @@ def export_session(batch: SessionBatch, i: int, out_dir: Path) -> Path:
                     SigMFCollection.EXTENSIONS_KEY: [EXTENSION],
                     "heimdall:session_id": sid,
                     "heimdall:world_seed": int(batch.world_seed[i]),
+                    "heimdall:network_id": str(batch.network_id[i]) or None,
                     "heimdall:session_seed": int(batch.session_seed[i]),
                     "heimdall:truth": _truth(batch, i),
                 }
@@ -183,7 +188,8 @@ def export_sigmf(
     written = 0
     with SessionStore.open(uri, storage_options) as store:
         total = len(store) if limit is None else min(limit, len(store))
-        (out / DATASET_FILE).write_text(json.dumps({"metadata": store.metadata}, indent=1))
+        meta_file = resolve_inside(out, DATASET_FILE, source=str(out), field="dataset metadata file")
+        meta_file.write_text(json.dumps({"metadata": store.metadata}, indent=1))
         for batch in store.iter_shards():
             for i in range(batch.n_sessions):
                 if written >= total:
@@ -212,12 +218,14 @@ def _number(d: dict[str, Any], key: str, where: str, default: float = float("nan
 
 
 def _load_recording(meta_path: Path, collection: Path, session_id: int, position: int) -> RawReceiver:
-    _read_json(meta_path, f"SigMF meta (listed in {collection.name})")
+    metadata = _read_json(meta_path, f"SigMF meta (listed in {collection.name})")
     try:
         with warnings.catch_warnings():  # a short data file is reported below, naming file and field
             warnings.simplefilter("ignore", UserWarning)
-            sf = sigmffile.fromfile(str(meta_path), skip_checksum=True)
-    except (SigMFError, OSError, ValueError, KeyError) as exc:
+            # from the JSON already read, without a data file: sigmf's own lookup would follow
+            # core:dataset anywhere; the data file is found (inside the folder) by _attach_data
+            sf = SigMFFile(metadata=metadata, skip_checksum=True)
+    except (SigMFError, OSError, ValueError, KeyError, TypeError) as exc:
         raise HeimdallError(f"{meta_path}: invalid SigMF meta ({type(exc).__name__}: {exc})") from None
     g = sf.get_global_info()
     where = str(meta_path)
@@ -261,11 +269,12 @@ def _load_recording(meta_path: Path, collection: Path, session_id: int, position
     if rx.state == OFFLINE or g.get(SigMFFile.METADATA_ONLY_KEY):
         rx.state = OFFLINE
         return rx
-    _attach_data(rx, sf, g, meta_path)
+    _attach_data(rx, sf, metadata, meta_path)
     return rx
 
 
-def _attach_data(rx: RawReceiver, sf: SigMFFile, g: dict[str, Any], meta_path: Path) -> None:
+def _attach_data(rx: RawReceiver, sf: SigMFFile, metadata: dict[str, Any], meta_path: Path) -> None:
+    g = sf.get_global_info()
     where = str(meta_path)
     dtype = g.get(SigMFFile.DATATYPE_KEY)
     if dtype not in ACCEPTED_DATATYPES:
@@ -275,7 +284,7 @@ def _attach_data(rx: RawReceiver, sf: SigMFFile, g: dict[str, Any], meta_path: P
         )
     if int(g.get(SigMFFile.NUM_CHANNELS_KEY, 1)) != 1:
         raise HeimdallError(f"{where}: field 'core:num_channels' must be 1 (one receiver per recording)")
-    data_path = meta_path.with_name(meta_path.name.removesuffix(".sigmf-meta") + ".sigmf-data")
+    data_path = _data_file(g, meta_path)
     if not data_path.exists():
         raise HeimdallError(f"{data_path}: SigMF data file missing")
     size = data_path.stat().st_size
@@ -301,13 +310,24 @@ def _attach_data(rx: RawReceiver, sf: SigMFFile, g: dict[str, Any], meta_path: P
 
             if calculate_sha512(filename=str(data_path)) != expected_hash:
                 raise HeimdallError(f"{data_path}: data does not match core:sha512 in {meta_path.name}")
-        if dtype in ("ci16_le", "ci16_be"):
+        if dtype in ("ci16_le", "ci16_be") and _DATASET_KEY not in g:
             pairs = np.fromfile(data_path, dtype="<i2" if dtype.endswith("le") else ">i2").reshape(-1, 2)
             return pairs[: rx.n_samples].astype(np.int16)
-        samples = sf.read_samples(0, rx.n_samples)
-        return np.asarray(samples)
+        with warnings.catch_warnings():  # sigmf with the checked data file (skips core:header_bytes)
+            warnings.simplefilter("ignore", UserWarning)
+            with_data = SigMFFile(metadata=metadata, data_file=str(data_path), skip_checksum=True)
+        return np.asarray(with_data.read_samples(0, rx.n_samples))
 
     rx.load = load
+
+
+def _data_file(g: dict[str, Any], meta_path: Path) -> Path:
+    """The recording's data file: ``core:dataset`` if given, else ``<stem>.sigmf-data``, inside its folder."""
+    named = g.get(_DATASET_KEY)
+    if named is not None:
+        return resolve_inside(meta_path.parent, named, source=str(meta_path), field="core:dataset")
+    default = meta_path.name.removesuffix(".sigmf-meta") + ".sigmf-data"
+    return resolve_inside(meta_path.parent, default, source=str(meta_path), field="dataset file")
 
 
 def read_collection(path: Path, fallback_id: int) -> RawSession:
@@ -327,7 +347,8 @@ def read_collection(path: Path, fallback_id: int) -> RawSession:
         name = stream.get("name") if isinstance(stream, dict) else None
         if not isinstance(name, str):
             raise HeimdallError(f"{path}: core:streams[{k}] has no 'name'")
-        meta_path = path.parent / (name if name.endswith(".sigmf-meta") else f"{name}.sigmf-meta")
+        meta_name = name if name.endswith(".sigmf-meta") else f"{name}.sigmf-meta"
+        meta_path = resolve_inside(path.parent, meta_name, source=str(path), field=f"core:streams[{k}].name")
         receivers.append(_load_recording(meta_path, path, sid, k))
     freqs = [r.center_freq_hz for r in receivers if np.isfinite(r.center_freq_hz)]
     if not freqs:
@@ -337,6 +358,7 @@ def read_collection(path: Path, fallback_id: int) -> RawSession:
     return RawSession(
         source=where, session_id=int(sid), center_freq_hz=float(freqs[0]), receivers=receivers,
         world_seed=int(info.get("heimdall:world_seed", -1)),
+        network_id=str(info.get("heimdall:network_id") or ""),
         session_seed=int(info.get("heimdall:session_seed", -1)),
         tx_lat_deg=_number(truth, "lat_deg", where), tx_lon_deg=_number(truth, "lon_deg", where),
         tx_power_dbm=_number(truth, "power_dbm", where), tx_height_m=_number(truth, "height_m", where),
@@ -355,7 +377,9 @@ def read_sigmf_dir(directory: str | Path) -> tuple[list[RawSession], dict[str, A
     paths = sorted(root.rglob("*.sigmf-collection"))
     if not paths:
         raise HeimdallError(f"{root}: no .sigmf-collection files (Heimdall reads one collection per session)")
+    paths = [resolve_inside(root, str(p.relative_to(root)), source=str(root), field="collection file")
+             for p in paths]  # fmt: skip
     sessions = [read_collection(p, k) for k, p in enumerate(paths)]
-    meta_file = root / DATASET_FILE
+    meta_file = resolve_inside(root, DATASET_FILE, source=str(root), field="dataset metadata file")
     metadata = _read_json(meta_file, "dataset metadata").get("metadata", {}) if meta_file.exists() else {}
     return sessions, metadata

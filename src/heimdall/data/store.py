@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 
 from heimdall.data.digest import dataset_hash, session_digests
 from heimdall.data.fs import is_remote, join, load_json_object, open_fs
+from heimdall.data.paths import inside_store
 from heimdall.data.session import SessionBatch
 from heimdall.data.zarr_io import ZarrIO
 from heimdall.errors import HeimdallError
@@ -104,7 +105,7 @@ class SessionStore:
         self.storage_options = dict(storage_options or {})
         self.cache_shards = max(1, int(cache_shards))
         self.fs, self.root = open_fs(self.uri, self.storage_options)
-        self._zarr = ZarrIO(self.uri, self.fs, self.storage_options)
+        self._zarr = ZarrIO(self.uri, self.fs, self.storage_options, root=self.root)
         self._descriptor: dict[str, Any] = {}
         self._commits: list[dict[str, Any]] = []
         self._starts = np.zeros(1, dtype=np.int64)
@@ -206,6 +207,10 @@ class SessionStore:
     def _path(self, *parts: str) -> str:
         return join(self.root, *parts)
 
+    def _inside(self, rel: str, source: str, field: str) -> str:
+        """``rel`` under the store root, refused unless it stays inside (docs/DATA.md "Safe paths")."""
+        return inside_store(self.fs, self.root, rel, source=source, field=field)
+
     def _exists(self) -> bool:
         try:
             return bool(self.fs.exists(self._path(DESCRIPTOR)))
@@ -214,7 +219,7 @@ class SessionStore:
 
     def _put_atomic(self, rel: str, data: bytes) -> None:
         """Write one file so that readers see all of it or nothing (rename locally, one PUT remotely)."""
-        path = self._path(rel)
+        path = self._inside(rel, self.uri, "store layout")
         if is_remote(self.uri):
             self.fs.pipe_file(path, data)
             return
@@ -227,7 +232,7 @@ class SessionStore:
         os.replace(tmp, path)
 
     def _read_json(self, rel: str) -> dict[str, Any]:
-        path = self._path(rel)
+        path = self._inside(rel, self.uri, "store layout")
         return load_json_object(lambda: self.fs.cat_file(path), path)
 
     def _load_descriptor(self) -> None:
@@ -252,7 +257,7 @@ class SessionStore:
 
     def _load_commits(self) -> None:
         names = self._commit_names()
-        paths = [self._path("commits", n) for n in names]
+        paths = [self._inside(f"commits/{n}", self._path("commits", n), "commit record file") for n in names]
         blobs = self.fs.cat(paths) if paths else {}
         commits = []
         for path in paths:
@@ -262,6 +267,7 @@ class SessionStore:
                 int(rec["index"]), int(rec["n_sessions"]), str(rec["dir"])
             except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
                 raise HeimdallError(f"{path}: corrupt commit record ({exc})") from None
+            self._inside(rec["dir"], path, "dir")
             commits.append(rec)
         self._set_commits(commits)
 
@@ -283,8 +289,12 @@ class SessionStore:
             return
         for entry in entries:
             name = entry.rstrip("/").rsplit("/", 1)[-1]
-            if f"shards/{name}" not in committed:
-                self.fs.rm(entry, recursive=True)
+            if f"shards/{name}" in committed:
+                continue
+            if not is_remote(self.uri) and os.path.islink(entry):
+                os.unlink(entry)  # the link only, never what it points to
+            else:
+                self.fs.rm(self._inside(f"shards/{name}", sdir, "shard folder"), recursive=True)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -336,10 +346,11 @@ class SessionStore:
         self._check_new_ids(batch.session_id)
         digests = session_digests(batch)
         rel = f"shards/{index:06d}-{secrets.token_hex(4)}"
-        self._zarr.write_iq(self._path(rel, "iq.zarr"), batch.iq)
+        shard = self._inside(rel, self.uri, "store layout")  # a linked shards/ folder is refused
+        self._zarr.write_iq(join(shard, "iq.zarr"), batch.iq)
         sessions, receivers = _tables_of(batch, digests)
-        self.fs.pipe_file(self._path(rel, "sessions.parquet"), _parquet_bytes(sessions))
-        self.fs.pipe_file(self._path(rel, "receivers.parquet"), _parquet_bytes(receivers))
+        self.fs.pipe_file(join(shard, "sessions.parquet"), _parquet_bytes(sessions))
+        self.fs.pipe_file(join(shard, "receivers.parquet"), _parquet_bytes(receivers))
         record = {
             "index": index, "dir": rel, "n_sessions": batch.n_sessions, "n_receivers": batch.n_receivers,
             "n_samples": batch.n_samples, "id_min": int(batch.session_id.min()),
@@ -372,10 +383,16 @@ class SessionStore:
             raise HeimdallError(f"{self.uri}: session ids already in the store: {dup[:5].tolist()}")
 
     # ------------------------------------------------------------------ reading
+    def _shard_file(self, pos: int, name: str) -> str:
+        """File ``name`` of committed shard ``pos``, checked to stay inside the store."""
+        rec = self._commits[pos]
+        source = self._path("commits", f"{int(rec['index']):06d}.json")
+        return self._inside(f"{str(rec['dir']).rstrip('/')}/{name}", source, "dir")
+
     def _tables_at(self, pos: int) -> tuple[pa.Table, pa.Table]:
         if pos not in self._tables:
             rel = self._commits[pos]["dir"]
-            paths = [self._path(rel, "sessions.parquet"), self._path(rel, "receivers.parquet")]
+            paths = [self._shard_file(pos, "sessions.parquet"), self._shard_file(pos, "receivers.parquet")]
             try:
                 blobs = self.fs.cat(paths)
                 self._tables[pos] = (pq.read_table(io.BytesIO(blobs[paths[0]])),
@@ -392,7 +409,7 @@ class SessionStore:
         """Shard ``pos`` (all rows, or ``rows`` of it) as a SessionBatch."""
         rec = self._commits[pos]
         sessions, receivers = self._tables_at(pos)
-        iq = self._zarr.read_iq(self._path(rec["dir"], "iq.zarr"), rows)
+        iq = self._zarr.read_iq(self._shard_file(pos, "iq.zarr"), rows)
         return _batch_of(sessions, receivers, iq, int(rec["n_receivers"]), rows)
 
     def _shard(self, pos: int) -> SessionBatch:
@@ -499,7 +516,8 @@ def _batch_of(
     arrays: dict[str, np.ndarray] = {}
     srows = sessions if rows is None else sessions.take(pa.array(rows))
     for name in SessionBatch.SESSION_FIELDS:
-        arrays[name] = srows.column(name).to_numpy()
+        if name in srows.column_names:  # optional columns (network_id ...) are absent from older stores
+            arrays[name] = srows.column(name).to_numpy(zero_copy_only=False)
     if rows is None:
         rrows = receivers
     else:
@@ -507,6 +525,8 @@ def _batch_of(
         rrows = receivers.take(pa.array(ridx))
     b = srows.num_rows
     for name in SessionBatch.RECEIVER_FIELDS:
+        if name not in rrows.column_names:  # optional columns are absent from older stores
+            continue
         col = rrows.column(name)
         values = np.array(col.to_pylist(), dtype=str) if name == "rx_station" else col.to_numpy()
         arrays[name] = values.reshape(b, n_receivers)

@@ -16,6 +16,7 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from heimdall.data.fs import is_remote, s3_options
+from heimdall.data.paths import check_tree_inside
 from heimdall.errors import HeimdallError
 
 
@@ -30,11 +31,21 @@ class ZarrIO:
         The dataset's (synchronous) fsspec filesystem.
     storage_options
         Options the object-store filesystem was opened with.
+    root
+        The local store folder: arrays are opened only when no symbolic link below them
+        leaves it (docs/DATA.md "Safe paths"). None: no check (object stores have no links).
 
     """
 
-    def __init__(self, uri: str, fs: fsspec.AbstractFileSystem, storage_options: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        uri: str,
+        fs: fsspec.AbstractFileSystem,
+        storage_options: dict[str, Any],
+        root: str | None = None,
+    ) -> None:
         self._remote = is_remote(uri)
+        self._root = None if self._remote else root
         self._protocol = uri.split("://", 1)[0] if self._remote else "file"
         self._storage_options = storage_options
         self._afs: Any = None
@@ -74,6 +85,8 @@ class ZarrIO:
         """All sessions of the array at ``path``, or the sorted session ``rows`` of it."""
         arr = self._arrays.get(path)
         if arr is None:
+            if self._root is not None:
+                check_tree_inside(self._root, path, source=path, field="Zarr array entry")
             try:
                 arr = zarr.open_array(store=self._store(path, read_only=True), mode="r")
             except (FileNotFoundError, KeyError, ValueError) as exc:

@@ -1,4 +1,4 @@
-"""Weighted centroid: the power-weighted mean of the heard receivers (naive baseline, DESIGN.md §5)."""
+"""Weighted centroid: the power-weighted mean of the heard receivers (the naive baseline)."""
 
 from __future__ import annotations
 

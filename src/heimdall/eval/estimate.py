@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from heimdall.posterior.scores import PosteriorScores
+
 
 @dataclass(frozen=True)
 class Estimate:
@@ -24,32 +26,22 @@ class Estimate:
         return Estimate(mean, None)
 
 
-def grid_moments(
-    loglik: NDArray[np.float64], points_km: NDArray[np.float64], centre_km: NDArray[np.float64] | None = None
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Mean (B, 2) and second moment (B, 2, 2) about ``centre_km`` (or the mean) of weights ∝ exp(loglik).
+@dataclass(frozen=True)
+class PosteriorEstimate:
+    """A grid posterior's mean (with covariance), its mode and its scores against the truth."""
 
-    Parameters
-    ----------
-    loglik
-        Unnormalised log posterior on the grid (B, G).
-    points_km
-        Grid points (G, 2), km.
-    centre_km
-        Point (B, 2) about which the second moment is taken; None: the mean (covariance).
+    mean: Estimate
+    map: Estimate
+    scores: PosteriorScores
 
-    """
-    p = np.exp(loglik - loglik.max(axis=1, keepdims=True))
-    p /= p.sum(axis=1, keepdims=True)
-    mean = p @ points_km
-    c = mean if centre_km is None else centre_km
-    ee, nn = points_km[:, 0], points_km[:, 1]
-    m_ee, m_nn, m_en = p @ (ee * ee), p @ (nn * nn), p @ (ee * nn)
-    cov = np.empty((len(p), 2, 2))
-    cov[:, 0, 0] = m_ee - 2 * c[:, 0] * mean[:, 0] + c[:, 0] ** 2
-    cov[:, 1, 1] = m_nn - 2 * c[:, 1] * mean[:, 1] + c[:, 1] ** 2
-    cov[:, 0, 1] = cov[:, 1, 0] = m_en - c[:, 0] * mean[:, 1] - c[:, 1] * mean[:, 0] + c[:, 0] * c[:, 1]
-    return mean, cov
+    @staticmethod
+    def concat(parts: list[PosteriorEstimate]) -> PosteriorEstimate:
+        """Concatenate along sessions."""
+        return PosteriorEstimate(
+            Estimate.concat([p.mean for p in parts]),
+            Estimate.concat([p.map for p in parts]),
+            PosteriorScores.concat([p.scores for p in parts]),
+        )
 
 
 def uniform_area_cov(area_km: tuple[float, float, float, float], n: int) -> NDArray[np.float64]:

@@ -1,7 +1,7 @@
 """Evaluate a model beside the classical baselines, the oracle and the Cramér-Rao bounds.
 
 Reads a session store shard by shard, measures every capture
-(:mod:`heimdall.eval.measure`), runs the estimators on the same sessions and
+(:mod:`heimdall.posterior.measure`), runs the estimators on the same sessions and
 returns the per-session results; :mod:`heimdall.eval.report` turns them into
 the JSON, plots and HTML report.
 """
@@ -22,21 +22,29 @@ from heimdall.data.store import SessionStore
 from heimdall.errors import HeimdallError
 from heimdall.eval.centroid import weighted_centroid
 from heimdall.eval.crlb import Bound, rss_crlb, tdoa_crlb, toa_sigma_s
-from heimdall.eval.estimate import Estimate
-from heimdall.eval.geometry import SearchGrid, default_area_km, inside_hull, search_grid, session_geometry
-from heimdall.eval.likelihood import power_observations
-from heimdall.eval.measure import DETECTION_SNR_DB, Measurement, measure_power
+from heimdall.eval.estimate import Estimate, PosteriorEstimate
+from heimdall.eval.geometry import default_area_km, inside_hull, session_geometry
 from heimdall.eval.noise import capture_sigma_db, fading_scatter, total_sigma_db
 from heimdall.eval.oracle import Oracle
 from heimdall.eval.rss_ml import PathLoss, rss_ml
 from heimdall.eval.tdoa import gabor_bandwidth_hz, tdoa_ml
+from heimdall.maps.estimator import RadioMapLocator
+from heimdall.maps.observations import observations_from_batch
 from heimdall.network import LocalFrame, Network
+from heimdall.posterior.grid import SearchGrid, search_grid
+from heimdall.posterior.likelihood import power_observations
+from heimdall.posterior.measure import DETECTION_SNR_DB, Measurement, measure_power
+from heimdall.posterior.scores import PosteriorScores
 from heimdall.sim import World, WorldConfig, load_world
 from heimdall.sim.propagation import path_loss_exponent
 
 BASELINES = ("weighted_centroid", "rss_ml", "oracle", "tdoa_ml")
+#: Report name of an estimator whose answer is a grid posterior (its posterior mean).
+POSTERIOR_NAMES = {"oracle": "oracle_mean"}
 #: Names in the report (the oracle gives two estimates).
-ESTIMATOR_NAMES = ("model", "weighted_centroid", "rss_ml", "oracle_mean", "oracle_map", "tdoa_ml")
+ESTIMATOR_NAMES = (
+    "model", "weighted_centroid", "rss_ml", "oracle_mean", "oracle_map", "tdoa_ml", "radio_map_kriging",
+)  # fmt: skip
 #: Timing σ (s) below which captures count as GNSS-synchronised (TDOA possible).
 SYNCHRONISED_MAX_SIGMA_S = 1e-5
 GRID_STEP_KM = 1.0
@@ -46,7 +54,7 @@ RSS_POWER_PRIOR = True
 
 
 class PredictorLike(Protocol):
-    """The predictor protocol (contracts §3)."""
+    """The predictor protocol (docs/ARCHITECTURE.md)."""
 
     frame: LocalFrame
     metadata: dict
@@ -58,7 +66,12 @@ class PredictorLike(Protocol):
 
 @dataclass
 class EvalResult:
-    """Everything the report needs, per session (local frame of the network, km)."""
+    """Everything the report needs, per session (local frame of the network, km).
+
+    ``posteriors`` and ``map_estimates`` hold, for each estimator whose answer is a
+    grid posterior (``estimates[name]`` is then its posterior mean), the posterior's
+    scores and its mode.
+    """
 
     data: str
     frame: LocalFrame
@@ -71,8 +84,12 @@ class EvalResult:
     crlb: Bound
     tdoa_crlb: Bound | None
     hpd_level: NDArray[np.float64] | None
+    posteriors: dict[str, PosteriorScores] = field(default_factory=dict)
+    map_estimates: dict[str, Estimate] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: the model's training provenance against the store (:mod:`heimdall.eval.provenance`)
+    provenance: dict[str, Any] | None = None
 
 
 def parse_baselines(text: str) -> list[str]:
@@ -179,10 +196,11 @@ def _run_baselines(
     batch: SessionBatch,
     meas: Measurement,
     rx_km: NDArray,
+    truth_km: NDArray,
     baselines: list[str],
     timings: dict[str, float],
-) -> dict[str, Estimate]:
-    out: dict[str, list[Estimate]] = {}
+) -> dict[str, Estimate | PosteriorEstimate]:
+    out: dict[str, list] = {}
     cfg, fs = ctx.config, float(batch.sample_rate_hz[0])
     model = PathLoss(cfg.path_loss_exponent_near, cfg.path_loss_exponent_far, cfg.horizon_k_factor)
     assert ctx.grid is not None
@@ -196,7 +214,7 @@ def _run_baselines(
         band = np.nan_to_num(m.band_dbm, nan=-300.0)
         noise = np.nan_to_num(m.noise_dbm, nan=-300.0)
 
-        def timed(name: str, fn: Callable[..., Estimate], *args: Any) -> None:
+        def timed(name: str, fn: Callable[..., Any], *args: Any) -> None:
             t = time.perf_counter()
             out.setdefault(name, []).append(fn(*args))
             timings[name] = timings.get(name, 0.0) + time.perf_counter() - t
@@ -212,17 +230,11 @@ def _run_baselines(
             )
             power_range = (cfg.tx_power_dbm_min, cfg.tx_power_dbm_max) if RSS_POWER_PRIOR else None
             heights = np.unique(np.linspace(cfg.tx_height_m_min, cfg.tx_height_m_max, _RSS_HEIGHT_NODES))
-            timed("rss_ml", rss_ml, obs, lay_km, lay_h, ctx.grid, heights, model, power_range)
+            timed("rss_ml", rss_ml, obs, lay_km, lay_h, ctx.grid, heights, model, power_range, truth_km[idx])
         if "oracle" in baselines and ctx.oracle is not None and _oracle_ready(ctx, sub):
             sigma = capture_sigma_db(cfg, fs)
             obs_c = power_observations(band, noise, m.heard, m.online, m.clipped, sigma, DETECTION_SNR_DB)
-            t = time.perf_counter()
-            truth = np.stack(ctx.frame.to_local_km(sub.tx_lat_deg, sub.tx_lon_deg), axis=-1)
-            res = ctx.oracle.run(obs_c, sub.center_freq_hz, truth)
-            out.setdefault("oracle_mean", []).append(res.mean)
-            out.setdefault("oracle_map", []).append(res.map)
-            out.setdefault("_hpd", []).append(Estimate(np.stack([res.hpd_level, res.hpd_level], -1)))
-            timings["oracle"] = timings.get("oracle", 0.0) + time.perf_counter() - t
+            timed("oracle", ctx.oracle.run, obs_c, sub.center_freq_hz, truth_km[idx])
         if "tdoa_ml" in baselines and _is_synchronised(sub):
             h_mid = 0.5 * (cfg.tx_height_m_min + cfg.tx_height_m_max)
             noise_lin = 10.0 ** (np.nan_to_num(m.noise_dbfs, nan=-300.0) / 10.0)
@@ -231,10 +243,14 @@ def _run_baselines(
                 sub.rx_timing_sigma_s, lay_km, lay_h, ctx.grid, h_mid,
             )  # fmt: skip
     order = np.argsort(np.concatenate(idx_all))
-    return {k: _reorder(Estimate.concat(v), order) for k, v in out.items() if len(v) == len(idx_all)}
+    return {k: _reorder(type(v[0]).concat(v), order) for k, v in out.items() if len(v) == len(idx_all)}
 
 
-def _reorder(est: Estimate, order: NDArray[np.int64]) -> Estimate:
+def _reorder(est: Estimate | PosteriorEstimate, order: NDArray[np.int64]) -> Estimate | PosteriorEstimate:
+    if isinstance(est, PosteriorEstimate):
+        return PosteriorEstimate(
+            _reorder(est.mean, order), _reorder(est.map, order), est.scores.select(order)
+        )
     return Estimate(est.mean_km[order], None if est.cov_km2 is None else est.cov_km2[order])
 
 
@@ -254,6 +270,7 @@ def evaluate_store(
     storage_options: dict[str, Any] | None = None,
     progress: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
+    radio_map: RadioMapLocator | None = None,
 ) -> EvalResult:
     """Run the model (optional) and the baselines on the labelled sessions of a store.
 
@@ -262,7 +279,7 @@ def evaluate_store(
     data
         Session store URI (folder or ``s3://``).
     predictor
-        Model predictor (contracts §3) or None for a baselines-only report.
+        Model predictor (docs/ARCHITECTURE.md) or None for a baselines-only report.
     baselines
         Names from :data:`BASELINES` (default all).
     limit
@@ -271,6 +288,8 @@ def evaluate_store(
         Object-store settings for ``s3://``.
     progress, on_total
         Progress callbacks (sessions done; total once known).
+    radio_map
+        Fitted radio maps (:mod:`heimdall.maps`): adds ``radio_map_kriging``.
 
     """
     baselines = list(BASELINES) if baselines is None else baselines
@@ -299,7 +318,7 @@ def evaluate_store(
             continue
         if ctx is None:
             ctx = _context(store, batch, predictor)
-        _process(ctx, batch, predictor, baselines, parts, timings, notes)
+        _process(ctx, batch, predictor, baselines, parts, timings, notes, radio_map)
         if progress is not None:
             progress(batch.n_sessions)
     if ctx is None or not parts:
@@ -315,6 +334,7 @@ def _process(
     parts: dict[str, list],
     timings: dict[str, float],
     notes: list[str],
+    radio_map: RadioMapLocator | None = None,
 ) -> None:
     t = time.perf_counter()
     meas = measure_power(batch)
@@ -346,7 +366,21 @@ def _process(
     # the grid products are skinny (R ≤ ~10): one BLAS thread beats contended threads
     # (the model's own threads are left alone)
     with threadpool_limits(limits=1, user_api="blas"):
-        ests.update(_run_baselines(ctx, batch, meas, geo.rx_km, baselines, timings))
+        found = _run_baselines(ctx, batch, meas, geo.rx_km, geo.tx_km, baselines, timings)
+        if radio_map is not None:
+            t = time.perf_counter()
+            found["radio_map_kriging"] = _radio_map_kriging(radio_map, batch, ctx.frame)
+            timings["radio_map_kriging"] = timings.get("radio_map_kriging", 0.0) + time.perf_counter() - t
+    for name, res in found.items():
+        if isinstance(res, PosteriorEstimate):  # the posterior mean is the estimator's answer
+            key = POSTERIOR_NAMES.get(name, name)
+            ests[key] = res.mean
+            parts.setdefault(f"_map:{key}", []).append(res.map)
+            parts.setdefault(f"_scores:{key}", []).append(res.scores)
+            if name == "oracle":
+                ests["oracle_map"] = res.map
+        else:
+            ests[name] = res
     t = time.perf_counter()
     crlb = _crlb(ctx, geo.rx_km, geo.tx_km, batch, batch.online)
     tcrlb = _tdoa_crlb(batch, meas, geo.rx_km, geo.tx_km) if "tdoa_ml" in ests else None
@@ -360,6 +394,17 @@ def _process(
     parts.setdefault("_crlb", []).append(crlb)
     if tcrlb is not None:
         parts.setdefault("_tcrlb", []).append(tcrlb)
+
+
+def _radio_map_kriging(locator: RadioMapLocator, batch: SessionBatch, frame: LocalFrame) -> PosteriorEstimate:
+    """The radio-map posterior of the batch's sessions, positions moved from the map's frame to ``frame``."""
+    post = locator.run(observations_from_batch(batch, locator.rmap.network, labelled_only=False))
+    mean, mp = post.mean_km, post.map_km
+    if (locator.frame.ref_lat_deg, locator.frame.ref_lon_deg) != (frame.ref_lat_deg, frame.ref_lon_deg):
+        mean, mp = (
+            np.stack(frame.to_local_km(*locator.frame.to_latlon(p[:, 0], p[:, 1])), -1) for p in (mean, mp)
+        )
+    return PosteriorEstimate(Estimate(mean, post.cov_km2), Estimate(mp, post.map_cov_km2), post.scores)
 
 
 def _cat_bounds(bounds: list[Bound]) -> Bound:
@@ -380,7 +425,13 @@ def _assemble(
     for name in ESTIMATOR_NAMES:
         if name in parts and name not in estimates:
             notes.append(f"{name}: ran on only part of the sessions, left out")
-    hpd = np.concatenate([e.mean_km[:, 0] for e in parts["_hpd"]]) if "oracle_mean" in estimates else None
+    posteriors = {
+        name: PosteriorScores.concat(parts[f"_scores:{name}"])
+        for name in estimates
+        if f"_scores:{name}" in parts and len(parts[f"_scores:{name}"]) == len(parts[name])
+    }
+    map_estimates = {name: Estimate.concat(parts[f"_map:{name}"]) for name in posteriors}
+    hpd = posteriors["oracle_mean"].hpd_level if "oracle_mean" in posteriors else None
     tcrlb = _cat_bounds(parts["_tcrlb"]) if "tdoa_ml" in estimates and "_tcrlb" in parts else None
     assert ctx.grid is not None
     return EvalResult(
@@ -395,6 +446,8 @@ def _assemble(
         crlb=_cat_bounds(parts["_crlb"]),
         tdoa_crlb=tcrlb,
         hpd_level=hpd,
+        posteriors=posteriors,
+        map_estimates=map_estimates,
         timings_s=timings,
         notes=notes,
     )

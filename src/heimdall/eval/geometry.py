@@ -1,4 +1,4 @@
-"""Session geometry in the network's local km frame, the search grid and the hull strata."""
+"""Session geometry in the local km frame and the hull strata (grid: :mod:`heimdall.posterior.grid`)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class Geometry:
 
 
 def session_geometry(batch: SessionBatch, frame: LocalFrame) -> Geometry:
-    """Convert a batch's lat/lon to the local frame (DESIGN.md §3b)."""
+    """Convert a batch's lat/lon to the local frame."""
     east, north = frame.to_local_km(batch.rx_lat_deg, batch.rx_lon_deg)
     tx_e, tx_n = frame.to_local_km(batch.tx_lat_deg, batch.tx_lon_deg)
     return Geometry(
@@ -46,41 +46,6 @@ def session_geometry(batch: SessionBatch, frame: LocalFrame) -> Geometry:
         online=batch.online,
         tx_km=np.stack([tx_e, tx_n], axis=-1),
     )
-
-
-@dataclass(frozen=True)
-class SearchGrid:
-    """Cell centres covering a rectangle with spacing ≤ ``max_step_km``.
-
-    Attributes
-    ----------
-    area_km
-        (east_min, east_max, north_min, north_max), km.
-    points_km
-        Cell centres (G, 2), km; each cell has the same area ``cell_area_km2``.
-
-    """
-
-    area_km: tuple[float, float, float, float]
-    points_km: NDArray[np.float64]
-    step_east_km: float
-    step_north_km: float
-
-    @property
-    def cell_area_km2(self) -> float:
-        """Area of one cell, km²."""
-        return self.step_east_km * self.step_north_km
-
-
-def search_grid(area_km: tuple[float, float, float, float], max_step_km: float = 1.0) -> SearchGrid:
-    """A cell-centred grid over ``area_km`` with spacing at most ``max_step_km`` (km)."""
-    e0, e1, n0, n1 = area_km
-    n_e = max(1, int(np.ceil((e1 - e0) / max_step_km)))
-    n_n = max(1, int(np.ceil((n1 - n0) / max_step_km)))
-    se, sn = (e1 - e0) / n_e, (n1 - n0) / n_n
-    ee, nn = np.meshgrid(e0 + (np.arange(n_e) + 0.5) * se, n0 + (np.arange(n_n) + 0.5) * sn)
-    pts = np.stack([ee.ravel(), nn.ravel()], axis=-1)
-    return SearchGrid((e0, e1, n0, n1), pts, float(se), float(sn))
 
 
 def default_area_km(rx_km: NDArray[np.float64], margin_km: float = 30.0) -> tuple[float, float, float, float]:

@@ -1,4 +1,9 @@
-"""Accuracy and calibration metrics of position estimates (km, local frame; DESIGN.md §3b, §5)."""
+"""Accuracy and calibration metrics of position estimates (km, local frame).
+
+The Gaussian formulas (coverage, NLL, ellipse area) have one home,
+:func:`heimdall.models.metrics.gaussian_metrics`, shared with training; this
+module adds the report's error statistics, strata, bootstrap and posterior scores.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ from numpy.typing import NDArray
 
 from heimdall.eval.estimate import Estimate
 from heimdall.models.ellipse import mahalanobis_sq
+from heimdall.models.metrics import gaussian_metrics
+from heimdall.posterior.scores import PosteriorScores
 
 #: k-σ levels of the calibration curve; ideal coverage 1 − exp(−k²/2).
 CALIBRATION_K = tuple(np.round(np.arange(0.5, 3.01, 0.25), 2).tolist())
@@ -53,13 +60,12 @@ def summary(est: Estimate, truth_km: NDArray[np.float64]) -> dict[str, Any]:
         "nll": None,
         "ellipse_area_km2_median": None,
     }
-    d2 = mahalanobis(est, truth_km)
-    if d2 is not None and est.cov_km2 is not None and err.size:
-        det = np.maximum(np.linalg.det(est.cov_km2), 1e-300)
-        out["coverage_1sigma"] = float(np.mean(d2 <= 1.0))
-        out["coverage_2sigma"] = float(np.mean(d2 <= 4.0))
-        out["nll"] = float(np.mean(np.log(2.0 * np.pi) + 0.5 * np.log(det) + 0.5 * d2))
-        out["ellipse_area_km2_median"] = float(np.median(np.pi * np.sqrt(det)))
+    if est.cov_km2 is not None and err.size:
+        g = gaussian_metrics(est.mean_km, est.cov_km2 + 1e-12 * np.eye(2), truth_km)
+        out["coverage_1sigma"] = g["coverage_1sigma"]
+        out["coverage_2sigma"] = g["coverage_2sigma"]
+        out["nll"] = g["nll"]
+        out["ellipse_area_km2_median"] = g["median_area_km2"]
     return out
 
 
@@ -119,3 +125,23 @@ def hpd_coverage(levels: NDArray[np.float64]) -> dict[str, float | None]:
         return {"p393": None, "p865": None}
     p1, p2 = 1.0 - np.exp(-0.5), 1.0 - np.exp(-2.0)
     return {"p393": float(np.mean(lv <= p1)), "p865": float(np.mean(lv <= p2))}
+
+
+def posterior_summary(
+    scores: PosteriorScores, mode: Estimate, truth_km: NDArray[np.float64]
+) -> dict[str, Any]:
+    """Metrics of an estimator whose answer is a grid posterior (JSON-ready).
+
+    ``map_median_km``: median error of the posterior mode; ``hpd_coverage_50`` /
+    ``hpd_coverage_90``: fraction of truths inside the 50 % / 90 % highest-density
+    regions (ideal 0.5 / 0.9); ``hpd90_area_km2_median``: median area of the 90 %
+    region; ``log_score``: mean log density at the truth, nats per km² (higher is better).
+    """
+    lv = scores.hpd_level[np.isfinite(scores.hpd_level)]
+    return {
+        "map_median_km": _nan_if_empty(errors_km(mode, truth_km), np.median),
+        "hpd_coverage_50": float(np.mean(lv <= 0.5)) if lv.size else None,
+        "hpd_coverage_90": float(np.mean(lv <= 0.9)) if lv.size else None,
+        "hpd90_area_km2_median": _nan_if_empty(scores.hpd90_area_km2, np.median),
+        "log_score": _nan_if_empty(scores.log_score, np.mean),
+    }

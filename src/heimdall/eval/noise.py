@@ -5,9 +5,12 @@ Measured power (dB) = median power + static shadowing + gain offset
 fast-fading scatter is 10 log10 of the capture-averaged |h(t)|² of the
 simulator's Rician / Jakes process (:mod:`heimdall.sim.fading`); its mean and
 standard deviation are measured by drawing that process (seeded), not
-guessed. The measurement error of :func:`heimdall.eval.measure.measure_power`
-is a few hundredths of a dB above 10 dB SNR and ~0.2 dB near the detection
-threshold (tests/eval/test_measure.py): a floor ``MEASUREMENT_SIGMA_DB``
+guessed; the draw is the evaluation-noise stream
+(:func:`heimdall.sim.seeds.generator` with ``Stream.EVAL_NOISE``), so it never
+shares random numbers with a world, a stored set or training. The measurement
+error of :func:`heimdall.posterior.measure.measure_power` is a few hundredths
+of a dB above 10 dB SNR and ~0.2 dB near the detection threshold
+(tests/posterior/test_measure.py): a floor ``MEASUREMENT_SIGMA_DB``
 keeps likelihoods finite when every other term is zero.
 """
 
@@ -19,6 +22,7 @@ from functools import lru_cache
 import numpy as np
 
 from heimdall.sim.fading import interpolate_gain, rician_gain
+from heimdall.sim.seeds import Stream, generator
 from heimdall.sim.world import WorldConfig
 
 #: Standard deviation of the IQ power measurement, dB (floor of every σ).
@@ -43,7 +47,7 @@ def _fading_scatter(
     n: int,
     seed: int,
 ) -> FadingScatter:
-    rng = np.random.default_rng(seed)
+    rng = generator(Stream.EVAL_NOISE, seed)
     n_t = round(duration_s * sample_rate_hz)
     # time average of |h|² over the capture; every 8th sample is plenty (fading is < 100 Hz)
     sample_t = np.arange(0, n_t, 8) / sample_rate_hz
@@ -68,7 +72,7 @@ def fading_scatter(config: WorldConfig, sample_rate_hz: float, n: int = 4000, se
     n
         Number of simulated captures.
     seed
-        Seed of the draw.
+        Key of the draw in the evaluation-noise stream (``Stream.EVAL_NOISE``), ≥ 0.
 
     """
     return _fading_scatter(
@@ -86,7 +90,7 @@ def capture_sigma_db(config: WorldConfig, sample_rate_hz: float) -> float:
 def total_sigma_db(config: WorldConfig, sample_rate_hz: float) -> float:
     """σ (dB) of every random term folded together (classical RSS model, CRLB).
 
-    σ² = static² + gain² + capture² + fading² + measurement² (DESIGN.md §5).
+    σ² = static² + gain² + capture² + fading² + measurement².
     """
     return float(
         np.sqrt(

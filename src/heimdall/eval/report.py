@@ -3,7 +3,10 @@
 JSON keys (issue 5; more may be added): ``n``, ``data``, ``estimators`` (per name:
 ``median_km``, ``mean_km``, ``p90_km``, ``rmse_km``, ``cep50_km``,
 ``coverage_1sigma``, ``coverage_2sigma``, ``nll``, ``ellipse_area_km2_median``;
-covariance fields null without a covariance), ``oracle_hpd_coverage``
+covariance fields null without a covariance; an estimator whose answer is a grid
+posterior — ``oracle_mean``, ``rss_ml`` — has ``median_km`` of its posterior mean and
+``map_median_km``, ``hpd_coverage_50``, ``hpd_coverage_90``, ``hpd90_area_km2_median``,
+``log_score``: :func:`heimdall.eval.metrics.posterior_summary`), ``oracle_hpd_coverage``
 (``p393``, ``p865``) and ``crlb_rmse_km`` (``median``, ``mean``, ``singular``).
 """
 
@@ -30,17 +33,20 @@ from heimdall.eval.metrics import (
     errors_km,
     hpd_coverage,
     paired_bootstrap_median_diff,
+    posterior_summary,
     strata,
     summary,
 )
+from heimdall.eval.webmap import report_map
 from heimdall.models.ellipse import ellipse_polygon_km
 
-#: The embedded MLflow store (DESIGN.md §7), as for training.
+#: The embedded MLflow store, as for training.
 DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
 PLOTS = ("error_cdf.png", "calibration.png", "map.png", "error_heatmap.png")
 _COLORS = {
     "model": "tab:red", "weighted_centroid": "tab:gray", "rss_ml": "tab:blue",
     "oracle_mean": "tab:green", "oracle_map": "tab:olive", "tdoa_ml": "tab:purple",
+    "radio_map_kriging": "tab:orange",
 }  # fmt: skip
 
 
@@ -59,6 +65,8 @@ def report_json(result: EvalResult) -> dict[str, Any]:
     """The report as a JSON-ready dict (schema in the module docstring)."""
     truth = result.truth_km
     ests = {name: summary(est, truth) for name, est in result.estimates.items()}
+    for name, scores in result.posteriors.items():
+        ests[name].update(posterior_summary(scores, result.map_estimates[name], truth))
     out: dict[str, Any] = {
         "n": len(truth),
         "data": result.data,
@@ -79,6 +87,8 @@ def report_json(result: EvalResult) -> dict[str, Any]:
         "timings_s": {k: round(v, 3) for k, v in result.timings_s.items()},
         "notes": result.notes,
     }
+    if result.provenance is not None:  # in-world / unseen world, overlaps (heimdall.eval.provenance)
+        out["provenance"] = result.provenance
     hpd = out["oracle_hpd_coverage"]
     if hpd["p393"] is not None:
         out["oracle_check_passed"] = bool(
@@ -244,7 +254,7 @@ def _plot_heatmap(result: EvalResult, path: Path, cell_km: float = 25.0) -> None
     plt.close(fig)
 
 
-def _html(report: dict[str, Any], out: Path) -> str:
+def _html(report: dict[str, Any], out: Path, map_html: str = "") -> str:
     def fmt(v: Any) -> str:
         if v is None:
             return "—"
@@ -272,6 +282,7 @@ def _html(report: dict[str, Any], out: Path) -> str:
         "<table><tr><th>estimator</th>" + "".join(f"<th>{c}</th>" for c in cols) + "</tr>" + rows + "</table>"
         f"<h2>bounds, oracle check, notes</h2><pre>{html.escape(json.dumps(extra, indent=1))}</pre>"
         f"<h2>strata</h2><pre>{html.escape(json.dumps(report['strata'], indent=1))}</pre>"
+        + map_html
         + imgs
         + "</body></html>"
     )
@@ -293,7 +304,7 @@ def write_report(result: EvalResult, out_dir: str | Path, plots: bool = True) ->
             fn(result, tmp)
             os.replace(tmp, out / name)
     _atomic_write(out / "report.json", json.dumps(report, indent=1))
-    _atomic_write(out / "report.html", _html(report, out))
+    _atomic_write(out / "report.html", _html(report, out, report_map(result) if plots else ""))
     return report
 
 

@@ -1,4 +1,4 @@
-"""Classical RSS maximum likelihood (DESIGN.md §5).
+"""Classical RSS maximum likelihood.
 
 Model: measured power y_i (dBm, nominal full scale) = P0 − L(d_i; h_t, h_i) + e_i with
 the *median* path loss L of :func:`heimdall.sim.propagation.median_path_loss_db`
@@ -26,9 +26,17 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.special import log_ndtr
 
-from heimdall.eval.estimate import Estimate, grid_moments, uniform_area_cov
-from heimdall.eval.geometry import SearchGrid
-from heimdall.eval.likelihood import PowerObservations, censored_loglik, heard_stats, power_marginal_loglik
+from heimdall.eval.estimate import Estimate, PosteriorEstimate, uniform_area_cov
+from heimdall.posterior.density import hpd_area_km2, hpd_level, log_score
+from heimdall.posterior.grid import SearchGrid, grid_moments, interpolate_on_grid
+from heimdall.posterior.likelihood import (
+    PowerObservations,
+    censored_loglik,
+    heard_stats,
+    logsumexp0,
+    power_marginal_loglik,
+)
+from heimdall.posterior.scores import PosteriorScores
 from heimdall.sim.propagation import median_path_loss_db
 
 _CHUNK = 48
@@ -153,8 +161,14 @@ def rss_ml(
     tx_heights_m: NDArray[np.float64],
     model: PathLoss,
     power_range_dbm: tuple[float, float] | None = None,
-) -> Estimate:
-    """Classical RSS maximum likelihood for sessions sharing one receiver layout.
+    truth_km: NDArray[np.float64] | None = None,
+) -> PosteriorEstimate:
+    """Classical RSS maximum likelihood, and its grid posterior, for sessions sharing one receiver layout.
+
+    The posterior is the grid likelihood (P0 marginalised over its range, or
+    profiled without one; heights mixed with equal weights) under a flat prior
+    over the area: its mean and covariance are ``mean``; the ML position
+    (pattern-searched below the grid step) is ``map``, with the second moment about it.
 
     Parameters
     ----------
@@ -173,13 +187,19 @@ def rss_ml(
         marginalised (uniform) on the grid; None: unbounded profile. ``obs``
         must then hold y + 20 log10(f / MHz) + clutter loss, so that P0 is the
         transmit power itself.
+    truth_km
+        True positions (B, 2) km for the posterior's scores (log score, HPD level:
+        density interpolated between cell centres); None or NaN: scores NaN.
 
     """
     dist = _distances(grid.points_km, rx_km)
     gains = [model.gain_db(dist, h, rx_height_m[:, None]) for h in tx_heights_m]
     n_heard = (obs.weight > 0).sum(axis=1)
-    means, covs = [], []
-    for start in range(0, len(obs.y_db), _CHUNK):
+    b_all = len(obs.y_db)
+    truth = np.full((b_all, 2), np.nan) if truth_km is None else np.asarray(truth_km, dtype=np.float64)
+    floor = np.diag([grid.step_east_km**2, grid.step_north_km**2]) / 12.0  # grid quantisation
+    parts = []
+    for start in range(0, b_all, _CHUNK):
         sl = slice(start, start + _CHUNK)
         ob = obs.select(sl)
         censored = np.any(ob.cens_sign != 0, axis=1)
@@ -194,6 +214,7 @@ def rss_ml(
             ll_h[:, b] = _add_censored(ob.select([b]), ll_h[:, b], p0_h[:, b], gains)
         best_h = np.argmax(ll_h, axis=0)
         best_ll = np.take_along_axis(ll_h, best_h[None], 0)[0]
+        lp = logsumexp0(ll_h)  # heights mixed: the posterior under a flat prior
         k = np.argmax(best_ll, axis=1)
         rows = np.arange(len(k))
         height = tx_heights_m[best_h[rows, k]]
@@ -202,11 +223,20 @@ def rss_ml(
             step_km=0.5 * max(grid.step_east_km, grid.step_north_km), power_range_dbm=power_range_dbm,
         )  # fmt: skip
         _, cov = grid_moments(best_ll, grid.points_km, pos)
-        cov += np.diag([grid.step_east_km**2, grid.step_north_km**2]) / 12.0  # grid quantisation
+        cov += floor
+        mean, mcov = grid_moments(lp, grid.points_km)
+        mcov += floor
         none = n_heard[sl] == 0
         if none.any():  # nothing heard: P0 and position are not identifiable
-            pos[none] = grid.points_km.mean(axis=0)
-            cov[none] = uniform_area_cov(grid.area_km, int(none.sum()))
-        means.append(pos)
-        covs.append(cov)
-    return Estimate(np.concatenate(means), np.concatenate(covs))
+            pos[none] = mean[none] = grid.points_km.mean(axis=0)
+            cov[none] = mcov[none] = uniform_area_cov(grid.area_km, int(none.sum()))
+        t = truth[sl]
+        ok = np.all(np.isfinite(t), axis=1)
+        lp_t = interpolate_on_grid(grid, lp, np.where(ok[:, None], t, grid.points_km[0]))
+        scores = PosteriorScores(
+            np.where(ok, hpd_level(lp, lp_t), np.nan),
+            np.where(ok, log_score(lp_t, lp, grid.cell_area_km2), np.nan),
+            hpd_area_km2(lp, 0.9, grid.cell_area_km2),
+        )
+        parts.append(PosteriorEstimate(Estimate(mean, mcov), Estimate(pos, cov), scores))
+    return PosteriorEstimate.concat(parts)

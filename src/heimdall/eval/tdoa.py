@@ -32,7 +32,7 @@ from numpy.typing import NDArray
 
 from heimdall.eval.crlb import toa_sigma_s
 from heimdall.eval.estimate import Estimate, uniform_area_cov
-from heimdall.eval.geometry import SearchGrid
+from heimdall.posterior.grid import SearchGrid
 from heimdall.sim.propagation import SPEED_OF_LIGHT_KM_S
 
 MAX_LAG_S = 2e-3
@@ -149,6 +149,38 @@ def cross_correlation_lags(
     return refine_lags(corr, shifts[np.argmax(power, axis=1)])
 
 
+def common_window(
+    start_ns: NDArray[np.int64], sample_rate_hz: float, n_samples: int, min_samples: int = 4 * SEGMENT_SAMPLES
+) -> tuple[NDArray[np.int64], int, NDArray[np.float64]] | None:
+    """The stretch of time every capture recorded, in whole samples of each capture.
+
+    Parameters
+    ----------
+    start_ns
+        Capture start times (R,), UTC ns (integers: differences are exact).
+    sample_rate_hz
+        Samples/s, common to the captures.
+    n_samples
+        Samples per capture.
+    min_samples
+        Shortest common stretch worth correlating.
+
+    Returns
+    -------
+    (first, length, eps_s) or None
+        First sample of each capture in the common stretch (R,), its length in samples, and
+        the start of each cut capture relative to the latest capture start (R,), s
+        (|eps| ≤ half a sample); None when the captures overlap by less than ``min_samples``.
+
+    """
+    rel_s = (start_ns - start_ns.max()).astype(np.float64) * 1e-9  # ≤ 0
+    first = np.round(-rel_s * sample_rate_hz).astype(np.int64)
+    length = int(n_samples - first.max())
+    if length < min_samples:
+        return None
+    return first, length, rel_s + first / sample_rate_hz
+
+
 def _correlation_score(corr: Correlation, tau_s: NDArray[np.float64]) -> NDArray[np.float64]:
     """Σ over pairs of the peak-normalised |c|² at predicted delays tau (P, G), linear interpolation."""
     norm = corr.power / np.maximum(corr.power.max(axis=1, keepdims=True), 1e-300)
@@ -249,8 +281,15 @@ def tdoa_ml(
     rx_height_m: NDArray[np.float64],
     grid: SearchGrid,
     tx_height_m: float,
+    start_ns: NDArray[np.int64],
 ) -> Estimate:
     """TDOA maximum likelihood for sessions sharing one receiver layout.
+
+    Captures need not start together: each receiver's capture start time
+    (UTC ns) places its samples on a common time axis. The captures are cut
+    to the stretch all used receivers recorded (whole samples), and the
+    sub-sample remainder of each start is added back to its lag, so an arrival
+    time difference is ``lag + (start_i − start_r)`` exactly.
 
     Parameters
     ----------
@@ -268,6 +307,8 @@ def tdoa_ml(
         Search grid (≤ 1 km).
     tx_height_m
         Assumed transmitter height, m (a 3-D distance term; matters only within ~1 km).
+    start_ns
+        Capture start times (B, R), UTC ns since the epoch.
 
     """
     b_n, r_n, t_n = iq.shape
@@ -289,12 +330,19 @@ def tdoa_ml(
         beta = gabor_bandwidth_hz(iq[b, r], sample_rate_hz, noise_lin[b, r])
         if 1.0 / (2.0 * np.pi * max(beta, 1e-9)) > limit.max():  # a carrier: no resolvable delay
             continue
-        corr = correlate(iq[b, idx], np.repeat(iq[b, r][None], len(idx), 0), sample_rate_hz, limit)
-        k = int(np.argmax(_correlation_score(corr, (dist[idx] - dist[r]) / SPEED_OF_LIGHT_KM_S)))
-        lags = refine_lags(corr, (dist[idx, k] - dist[r, k]) / SPEED_OF_LIGHT_KM_S)
         use = np.concatenate([[r], idx])
+        window = common_window(start_ns[b, use], sample_rate_hz, t_n)
+        if window is None:  # the captures do not overlap enough to correlate
+            continue
+        first, length, eps_s = window
+        cut = np.stack([iq[b, i, f : f + length] for i, f in zip(use, first, strict=True)])
+        shift_s = eps_s[1:] - eps_s[0]  # lag of the cut captures = arrival difference − shift
+        corr = correlate(cut[1:], np.repeat(cut[:1], len(idx), 0), sample_rate_hz, limit)
+        predicted = (dist[idx] - dist[r]) / SPEED_OF_LIGHT_KM_S - shift_s[:, None]
+        k = int(np.argmax(_correlation_score(corr, predicted)))
+        lags = refine_lags(corr, predicted[:, k]) + shift_s
         arr = np.concatenate([[0.0], lags]) * SPEED_OF_LIGHT_KM_S
-        toa = toa_sigma_s(np.full(len(use), beta), snr_db[b, use], t_n)
+        toa = toa_sigma_s(np.full(len(use), beta), snr_db[b, use], length)
         sig = np.sqrt(timing_sigma_s[b, use] ** 2 + (TOA_EFFICIENCY * toa) ** 2) * SPEED_OF_LIGHT_KM_S
         if not np.all(np.isfinite(sig)) or np.any(sig <= 0):
             continue

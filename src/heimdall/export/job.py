@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from heimdall.errors import HeimdallError
 from heimdall.export.onnx import ExportReport, export_model
-
-
-def _load_evaluation(path: Path | None) -> dict[str, Any] | None:
-    if path is None:
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise HeimdallError(f"evaluation summary {str(path)!r} does not exist") from None
-    except json.JSONDecodeError as exc:
-        raise HeimdallError(f"evaluation summary {str(path)!r}: not JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise HeimdallError(f"evaluation summary {str(path)!r}: expected a JSON object")
-    return data
 
 
 def run_export(
@@ -34,6 +19,7 @@ def run_export(
     evaluation: Path | None = None,
     tracking_uri: str | None = None,
     storage_options: dict[str, Any] | None = None,
+    experiment: str | None = None,
 ) -> ExportReport:
     """Export a model given by ``checkpoint`` or MLflow ``run_id`` to ``out`` and optionally register it.
 
@@ -42,40 +28,61 @@ def run_export(
     out
         Folder / prefix (local or ``s3://``) or a ``.onnx`` path.
     checkpoint
-        Lightning ``.ckpt`` or saved model file.
+        Lightning ``.ckpt`` or saved model file (read with ``torch.load(weights_only=True)``).
     run_id
-        MLflow training run (or ``latest``: the newest finished run that logged a model)
-        whose model artifact is exported; the ONNX file is
-        logged to that run, and its metrics become the evaluation summary unless
-        ``evaluation`` is given.
+        MLflow training run, or ``latest``: the newest finished run of ``experiment`` that
+        logged a model; its model artifact is exported and the ONNX file logged to it.
     register
         Registered model name (None: no registration).
     alias
         Alias pointing at the new version.
     evaluation
-        JSON file with an evaluation summary to store in the metadata.
+        ``report.json`` of ``heimdall evaluate`` on a held-out test set; refused when its
+        set is the model's training or validation set (:mod:`heimdall.export.evaluation`).
+        Without it the model card says there is no test evaluation.
     tracking_uri
         MLflow tracking URI (default ``sqlite:///mlruns.db``).
     storage_options
-        Object-store settings for ``s3://``.
+        Object-store settings for ``s3://`` (also used to open the test set).
+    experiment
+        Experiment searched by ``run_id="latest"`` (default: the training config's default,
+        ``heimdall``).
 
     """
+    from heimdall.export.evaluation import NO_TEST_REPORT, load_test_evaluation
     from heimdall.models.predict import load_model
 
     if (checkpoint is None) == (run_id is None):
         raise HeimdallError("give exactly one of --checkpoint and --run")
-    summary = _load_evaluation(evaluation)
+    if evaluation is not None and not Path(evaluation).is_file():
+        raise HeimdallError(f"evaluation report {str(evaluation)!r} does not exist")
+    run_tags: dict[str, str] = {}
+    validation: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory() as tmp:
         if run_id is not None:
             from heimdall.export.registry import latest_training_run, run_checkpoint
 
             if run_id == "latest":
-                run_id = latest_training_run(tracking_uri)
-            checkpoint, metrics = run_checkpoint(run_id, tmp, tracking_uri)
-            if summary is None and metrics:
-                summary = {"run_id": run_id, "metrics": metrics}
+                run_id = latest_training_run(tracking_uri, experiment)
+            artifact = run_checkpoint(run_id, tmp, tracking_uri)
+            checkpoint, run_tags = artifact.path, artifact.tags
+            if artifact.metrics:
+                validation = {
+                    "run_id": run_id,
+                    "metrics": artifact.metrics,
+                    "note": "validation set: used for checkpoint selection and temperature calibration; "
+                    "not a test figure",
+                }
         assert checkpoint is not None
         model = load_model(checkpoint)
+    model.metadata.pop("evaluation", None)  # only a verified test report below may fill it
+    summary = None
+    if evaluation is not None:
+        summary = load_test_evaluation(Path(evaluation), model.metadata, run_tags, storage_options)
+    else:
+        model.metadata["evaluation_status"] = NO_TEST_REPORT
+    if validation is not None:
+        model.metadata["validation"] = validation
     report = export_model(model, out, summary, storage_options)
     if register:
         from heimdall.export.registry import register_export

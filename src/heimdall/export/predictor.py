@@ -56,13 +56,24 @@ class OnnxPredictor:
         A label for answers; defaults to ``sha256:`` and the first 12 hex digits of the bytes.
     threads
         onnxruntime intra-op threads (None: onnxruntime's default, all cores).
+    model_dir
+        The model file's local folder, where external tensor data may live (every
+        ``location`` must resolve inside it); None (bytes, URI, registry): external data
+        are refused (:mod:`heimdall.export.external_data`).
 
     """
 
     def __init__(
-        self, model_bytes: bytes, source: str, version: str | None = None, threads: int | None = None
+        self,
+        model_bytes: bytes,
+        source: str,
+        version: str | None = None,
+        threads: int | None = None,
+        model_dir: Path | None = None,
     ):
         import onnxruntime as ort
+
+        from heimdall.export.external_data import inline_external_data
 
         self.source = source
         self.size_bytes = len(model_bytes)
@@ -71,9 +82,10 @@ class OnnxPredictor:
         options.log_severity_level = 3
         if threads is not None:
             options.intra_op_num_threads = threads
+        graph_bytes = inline_external_data(model_bytes, source, model_dir)  # before onnxruntime sees it
         try:
             self.session: ort.InferenceSession = ort.InferenceSession(
-                model_bytes, options, providers=["CPUExecutionProvider"]
+                graph_bytes, options, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # onnxruntime raises its own exception types
             raise HeimdallError(
@@ -187,4 +199,7 @@ def load_predictor(
         if "://" not in text and not Path(text).is_file():
             raise HeimdallError(f"checkpoint {text!r} does not exist")
         return TorchPredictor.from_checkpoint(text)
-    return OnnxPredictor(read_bytes(text, storage_options), text, threads=threads)
+    from heimdall.export.external_data import model_folder
+
+    model_dir = model_folder(text)
+    return OnnxPredictor(read_bytes(text, storage_options), text, threads=threads, model_dir=model_dir)

@@ -5,7 +5,12 @@ The tracking store defaults to ``sqlite:///mlruns.db`` in the working folder
 (``http://…`` for an ``mlflow server``). A registered version's ``source`` is
 the run's ``onnx`` artifact folder (``model.onnx`` + ``model.json``); its tags
 carry the model's metadata (reference point, sample rate, length, network,
-dataset hash, evaluation summary) and the object-store URI it was written to.
+dataset hash) and the object-store URI it was written to; the ``evaluation*``
+tags and the description carry the held-out test evaluation (set URI, content
+hash, sessions, date, figures) or say there is none
+(:mod:`heimdall.export.evaluation`). ``--run latest`` looks only in the named
+training experiment. Models come back from the registry as ONNX bytes (no
+pickle); checkpoints from run artifacts go through ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -86,6 +92,8 @@ def register_export(
     """
     from mlflow.exceptions import MlflowException
 
+    from heimdall.export.evaluation import registry_description, registry_tags
+
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise HeimdallError(f"--register {name!r}: use letters, digits, '_', '.', '-'")
     if alias is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", alias):
@@ -108,11 +116,8 @@ def register_export(
         source = f"{run.info.artifact_uri}/{ARTIFACT_DIR}"
         meta = report.metadata
         tags = {k: str(meta[k]) for k in _TAG_KEYS if meta.get(k) is not None}
-        tags |= {
-            "heimdall.uri": report.uri,
-            "evaluation": json.dumps(meta.get("evaluation"))[:4000],
-            "world_seed": str(meta.get("world_seed")),
-        }
+        tags |= {"heimdall.uri": report.uri, "world_seed": str(meta.get("world_seed"))}
+        tags |= registry_tags(meta)
         try:
             c.create_registered_model(name, description="Heimdall LocalizationNet (ONNX)")
         except MlflowException as exc:
@@ -123,7 +128,8 @@ def register_export(
             source=source,
             run_id=run_id,
             tags=tags,
-            description=f"ONNX opset {report.opset}, {report.size_bytes} bytes, written to {report.uri}",
+            description=f"ONNX opset {report.opset}, {report.size_bytes} bytes, written to {report.uri}. "
+            + registry_description(meta),
         ).version
         if alias:
             c.set_registered_model_alias(name, alias, version)
@@ -174,26 +180,65 @@ def fetch_registered(
     return data, f"{name}/v{mv.version}"
 
 
-def latest_training_run(tracking_uri: str | None = None) -> str:
-    """Id of the most recently started finished run that logged a model file (``model/model.pt``)."""
+def default_experiment() -> str:
+    """The training config's default MLflow experiment (``tracking.experiment``)."""
+    from heimdall.models.config import TrackingSection
+
+    return TrackingSection().experiment
+
+
+def latest_training_run(tracking_uri: str | None = None, experiment: str | None = None) -> str:
+    """Id of the most recently started finished run of ``experiment`` that logged ``model/model.pt``.
+
+    Only that experiment is searched (default: :func:`default_experiment`): a newer run
+    of another experiment on the same server is never picked.
+    """
+    from mlflow.exceptions import MlflowException
+
+    name = experiment or default_experiment()
+    uri = resolve_tracking_uri(tracking_uri)
+    if name == EXPORT_EXPERIMENT:
+        raise HeimdallError(f"--experiment {name!r} holds export runs, not training runs")
     c = client(tracking_uri)
-    experiments = [e.experiment_id for e in c.search_experiments() if e.name != EXPORT_EXPERIMENT]
-    newest_first = ["attributes.start_time DESC"]
-    finished = "attributes.status = 'FINISHED'"
-    runs = c.search_runs(experiments, finished, order_by=newest_first, max_results=50) if experiments else []
-    for run in runs:
-        if any(a.path == "model/model.pt" for a in c.list_artifacts(run.info.run_id, "model")):
-            return str(run.info.run_id)
+    try:
+        exp = c.get_experiment_by_name(name)
+        if exp is None or exp.lifecycle_stage != "active":
+            raise HeimdallError(
+                f"--run latest: no experiment {name!r} in {uri} (name the training experiment with "
+                "--experiment, or --config for its tracking.experiment)"
+            )
+        runs = c.search_runs(
+            [exp.experiment_id],
+            "attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+            max_results=50,
+        )
+        for run in runs:
+            if any(a.path == "model/model.pt" for a in c.list_artifacts(run.info.run_id, "model")):
+                return str(run.info.run_id)
+    except MlflowException as exc:
+        raise HeimdallError(f"MLflow at {uri}: {exc.message}") from None
     raise HeimdallError(
-        f"--run latest: no finished training run with a model in {resolve_tracking_uri(tracking_uri)}"
+        f"--run latest: no finished training run with a model in experiment {name!r} at {uri}"
     )
 
 
-def run_checkpoint(run_id: str, dst: str, tracking_uri: str | None = None) -> tuple[Path, dict[str, float]]:
-    """Download the model checkpoint logged by a training run; also return the run's metrics.
+@dataclass
+class RunArtifact:
+    """A training run's downloaded model file, its final metrics and its tags (dataset hashes)."""
+
+    path: Path
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def run_checkpoint(run_id: str, dst: str, tracking_uri: str | None = None) -> RunArtifact:
+    """Download the model checkpoint logged by a training run, with the run's metrics and tags.
 
     Takes the run's final model file (``model.pt``, temperature-calibrated), else its
-    ``.ckpt`` artifact (preferring one whose name holds ``best``).
+    ``.ckpt`` artifact (preferring one whose name holds ``best``). The file is only
+    downloaded here; it is read by :func:`heimdall.models.predict.load_model`
+    (``torch.load(weights_only=True)``).
     """
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -223,4 +268,4 @@ def run_checkpoint(run_id: str, dst: str, tracking_uri: str | None = None) -> tu
         )
     metrics = dict(run.data.metrics)
     final = {k: v for k, v in metrics.items() if k.startswith("final_val_")}
-    return Path(local), final or metrics
+    return RunArtifact(Path(local), final or metrics, dict(run.data.tags))

@@ -45,7 +45,11 @@ class DataSection(_Section):
 
     network: str = "nw-italy"
     world: str | None = None
-    world_seed: int = Field(0, ge=0)
+    world_seed: int | str = Field(
+        0,
+        description="A world seed, a range such as '0-99' or 'random' "
+        "(a world drawn per batch from that family).",
+    )
     duration_s: float | None = Field(None, gt=0.0)
     train: str | None = None
     val: str = "data/ref-val"

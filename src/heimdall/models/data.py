@@ -1,8 +1,12 @@
 """Training data: on-the-fly simulated or stored sessions, as batches of model inputs.
 
 On-the-fly training is endless and seeded: global batch g (counted over all epochs,
-ranks and workers) is simulated with session seed ``train_seed_base + g`` (seeds from
-1,000,000 up, so never a stored set's), sessions 0..batch_size−1. A
+ranks and workers) is simulated with session seed ``train_seed_base + g``, sessions
+0..batch_size−1, on the TRAIN random stream (:mod:`heimdall.sim.seeds`), which no
+stored set or evaluation shares whatever the seeds. With a world family
+(``world_seed`` a range or ``random``) or a network family (``family:<name>``) each
+batch draws its world and network (:mod:`heimdall.sim.family`); every batch carries
+each session's ``world_seed`` and ``network_key`` (:func:`network_key`). A
 :class:`RankBatchSampler` gives rank ``k`` of ``W`` the global batches g ≡ k (mod W) of
 each epoch, and the DataLoader hands each index to exactly one worker, so no two
 workers or ranks ever draw the same session. Sessions with fewer than 3 online
@@ -12,6 +16,7 @@ always stored sets.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -25,11 +30,27 @@ from heimdall.data.session import SessionBatch
 from heimdall.data.store import SessionStore
 from heimdall.errors import HeimdallError
 from heimdall.models.config import TrainConfig
-from heimdall.network import Network, load_network
+from heimdall.network import Network
+from heimdall.network.family import NetworkFamily
 from heimdall.network.geodesy import LocalFrame
 from heimdall.sim import World, WorldConfig, load_world
+from heimdall.sim.family import Scenarios, WorldSeeds, parse_network_source
+from heimdall.sim.seeds import Stream, generator
 
 MIN_ONLINE = 3
+
+
+def network_key(network_id: np.ndarray) -> np.ndarray:
+    """A numeric id of each session's network: the first 63 bits of SHA-256 of its name; −1 if unknown.
+
+    Tensors cannot hold strings; the key identifies ``network_id`` in a batch (int64, (B,)).
+    """
+    out = np.full(np.shape(network_id), -1, dtype=np.int64)
+    for i, name in enumerate(np.asarray(network_id).reshape(-1)):
+        if str(name):
+            digest = hashlib.sha256(str(name).encode()).digest()
+            out.reshape(-1)[i] = int.from_bytes(digest[:8], "big") >> 1
+    return out
 
 
 def batch_tensors(batch: SessionBatch, frame: LocalFrame, n_samples: int) -> dict[str, torch.Tensor]:
@@ -37,7 +58,7 @@ def batch_tensors(batch: SessionBatch, frame: LocalFrame, n_samples: int) -> dic
 
     Keys: ``iq`` int16 (B, R, n_samples, 2), ``rx_pos`` float32 (B, R, 3), ``rx_mask`` bool
     (B, R), ``center_freq_hz`` float32 (B,), ``truth_km`` float32 (B, 2) (NaN when unknown),
-    ``session_seed`` / ``session_id`` int64 (B,).
+    ``session_seed`` / ``session_id`` / ``world_seed`` / ``network_key`` int64 (B,).
     """
     if batch.n_samples < n_samples:
         raise HeimdallError(f"captures have {batch.n_samples} samples, the model needs {n_samples}")
@@ -56,6 +77,8 @@ def batch_tensors(batch: SessionBatch, frame: LocalFrame, n_samples: int) -> dic
         "truth_km": torch.from_numpy(np.stack([te, tn], axis=-1).astype(np.float32)),
         "session_seed": torch.from_numpy(batch.session_seed.astype(np.int64)),
         "session_id": torch.from_numpy(batch.session_id.astype(np.int64)),
+        "world_seed": torch.from_numpy(batch.world_seed.astype(np.int64)),
+        "network_key": torch.from_numpy(network_key(batch.network_id)),
     }
 
 
@@ -72,35 +95,54 @@ def iq_to_float(iq: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class WorldSpec:
-    """What rebuilds a :class:`World` in a worker process (picklable)."""
+    """What rebuilds the training worlds in a worker process (picklable).
+
+    ``network`` is the fixed network (for a network family: its network of seed 0,
+    whose local frame, the region's centre, every drawn network shares); ``world_seed``
+    a seed, a range ``"0-99"`` or ``"random"``; ``network_family`` the family or None.
+    """
 
     network: dict[str, Any]
     world: dict[str, Any]
-    world_seed: int
+    world_seed: int | str
+    network_family: dict[str, Any] | None = None
 
     def build(self) -> World:
-        """The world."""
-        return World(
-            Network.model_validate(self.network), WorldConfig.model_validate(self.world), self.world_seed
+        """The world (a single world only; see :meth:`scenarios` for families)."""
+        seeds = WorldSeeds.parse(self.world_seed)
+        if not seeds.fixed or self.network_family is not None:
+            raise HeimdallError(f"world seeds {seeds.text!r} / a network family make many worlds, not one")
+        return World(Network.model_validate(self.network), WorldConfig.model_validate(self.world), seeds.lo)
+
+    def scenarios(self, block: int) -> Scenarios:
+        """The training worlds, one drawn world and network per ``block`` sessions."""
+        fam = self.network_family
+        network = NetworkFamily.model_validate(fam) if fam else Network.model_validate(self.network)
+        return Scenarios(
+            network, WorldConfig.model_validate(self.world), WorldSeeds.parse(self.world_seed), block
         )
 
 
 class SimulatedBatches(Dataset):
-    """Map-style dataset: index g -> batch simulated with session seed ``seed_base + g``."""
+    """Map-style dataset: index g -> batch simulated with session seed ``seed_base + g`` (TRAIN stream).
+
+    With families, each batch is one drawn world and network.
+    """
 
     def __init__(self, spec: WorldSpec, batch_size: int, seed_base: int, n_samples: int) -> None:
         self.spec, self.batch_size, self.seed_base, self.n_samples = spec, batch_size, seed_base, n_samples
-        self._world: World | None = None
+        self.frame = Network.model_validate(spec.network).frame
+        self._scenarios: Scenarios | None = None
 
     def __len__(self) -> int:  # indices are unbounded; the sampler decides which are used
         return 2**62
 
     def __getitem__(self, g: int) -> dict[str, torch.Tensor]:
-        if self._world is None:
-            self._world = self.spec.build()
-        batch = self._world.simulate(self.batch_size, self.seed_base + int(g), 0)
+        if self._scenarios is None:
+            self._scenarios = self.spec.scenarios(self.batch_size)
+        batch = self._scenarios.simulate(self.batch_size, self.seed_base + int(g), 0, stream=Stream.TRAIN)
         batch, dropped = keep_enough_online(batch)
-        out = batch_tensors(batch, self._world.network.frame, self.n_samples)
+        out = batch_tensors(batch, self.frame, self.n_samples)
         out["n_dropped"] = torch.tensor(dropped)
         return out
 
@@ -140,7 +182,7 @@ class StoredBatches(Dataset):
         epoch, pos = divmod(int(g), self.n_batches)
         order = np.arange(self.n_sessions)
         if self.shuffle:
-            order = np.random.default_rng([self.seed, epoch]).permutation(self.n_sessions)
+            order = generator(Stream.TRAIN, self.seed, epoch).permutation(self.n_sessions)
         return np.sort(order[pos * self.batch_size : (pos + 1) * self.batch_size])
 
     def __getitem__(self, g: int) -> dict[str, torch.Tensor]:
@@ -177,18 +219,32 @@ class RankBatchSampler(Sampler[int]):
 
 
 def load_world_spec(cfg: TrainConfig) -> WorldSpec:
-    """The training world from the config (network, world YAML or the reference world, seed)."""
-    network = load_network(cfg.data.network)
+    """The training worlds from the config.
+
+    Network name or ``family:<name>``, world YAML or the reference world, a world seed or a range.
+    """
+    source = parse_network_source(cfg.data.network)
     world = load_world(cfg.data.world)
     if cfg.data.duration_s is not None:
         world = world.with_overrides(duration_s=cfg.data.duration_s)
-    return WorldSpec(network.model_dump(mode="json"), world.model_dump(mode="json"), cfg.data.world_seed)
+    seeds = WorldSeeds.parse(cfg.data.world_seed)
+    world_seed: int | str = seeds.lo if seeds.fixed else seeds.text
+    if isinstance(source, NetworkFamily):
+        network = source.draw(generator(Stream.NETWORK, 0), 0)
+        return WorldSpec(network.model_dump(mode="json"), world.model_dump(mode="json"), world_seed,
+                         source.model_dump(mode="json"))  # fmt: skip
+    return WorldSpec(source.model_dump(mode="json"), world.model_dump(mode="json"), world_seed)
 
 
 def check_compatible(uri: str, store: SessionStore, spec: WorldSpec) -> None:
     """Raise HeimdallError when a stored set was made with another network or world."""
     meta = store.metadata
-    if "network" in meta and meta["network"] != spec.network:
+    if meta.get("network_family") is not None or spec.network_family is not None:  # a family set
+        if meta.get("network_family") != spec.network_family:
+            raise HeimdallError(
+                f"stored set {uri!r} was made with another network family than the training one; recreate it"
+            )
+    elif "network" in meta and meta["network"] != spec.network:
         raise HeimdallError(
             f"stored set {uri!r} was made with another network than the training one; recreate it"
         )

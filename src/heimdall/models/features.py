@@ -1,4 +1,4 @@
-"""Per-receiver features of an IQ capture, in torch and exportable to ONNX (DESIGN.md §4).
+"""Per-receiver features of an IQ capture, in torch and exportable to ONNX.
 
 The capture is cut into ``n_fft``-sample frames (no overlap), windowed (Hann) and
 transformed with the DFT written as two real matrix products, since complex

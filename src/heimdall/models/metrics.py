@@ -1,4 +1,4 @@
-"""Accuracy and calibration figures of Gaussian position estimates (DESIGN.md §3b, §5).
+"""Accuracy and calibration figures of Gaussian position estimates.
 
 - error: Euclidean distance mean − truth in km (median, mean);
 - coverage at k: fraction of truths inside the k-σ ellipse, i.e. with squared

@@ -98,9 +98,13 @@ class LocalizationModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep the model's own state (config, normalisation, metadata) in the checkpoint."""
+        """Keep the model's own state (config, normalisation, metadata) in the checkpoint.
+
+        Everything added is tensors and plain data (dicts, lists, str, float), so the file
+        loads with ``torch.load(weights_only=True)`` (:func:`heimdall.models.predict.read_checkpoint`).
+        """
         checkpoint[CKPT_KEY] = model_state(self.model)
-        checkpoint["heimdall_history"] = list(self.history)
+        checkpoint["heimdall_history"] = [{str(k): float(v) for k, v in row.items()} for row in self.history]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore the learning curves on resume."""

@@ -7,6 +7,8 @@ predictor of :mod:`heimdall.export` follows the same protocol.
 
 from __future__ import annotations
 
+import pickle
+import re
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -88,19 +90,73 @@ def save_model(model: LocalizationNet, path: str | Path) -> None:
     tmp.replace(path)
 
 
-def load_model(path: str | Path) -> LocalizationNet:
-    """Load a model from a Lightning checkpoint (.ckpt) or a file written by :func:`save_model`."""
+def _refusal_reason(exc: pickle.UnpicklingError) -> str:
+    """The short reason torch's restricted unpickler gives (e.g. ``Unsupported global: GLOBAL io.open``)."""
+    match = re.search(r"WeightsUnpickler error:\s*(.+?)(?: was not an allowed global|\n|$)", str(exc))
+    return match.group(1).strip() if match else type(exc).__name__
+
+
+def read_checkpoint(path: str | Path, what: str = "model file") -> dict[str, Any]:
+    """Read a checkpoint or model file with ``torch.load(weights_only=True)``; nothing in it can run code.
+
+    The restricted unpickler of ``torch.load(weights_only=True)`` rebuilds tensors, dicts,
+    lists, tuples, strings, numbers and a short allowlist of torch types only; a pickle that
+    names any other callable (``os.system``, ``builtins.open``, a project class) is refused
+    before anything is called. Lightning checkpoints and :func:`save_model` files hold only
+    such plain data (see the PyTorch ``torch.load`` documentation, "weights_only").
+
+    Parameters
+    ----------
+    path
+        Local file.
+    what
+        How messages name the file (e.g. ``--resume checkpoint``).
+
+    Returns
+    -------
+    dict
+        The checkpoint's top-level mapping.
+
+    Raises
+    ------
+    HeimdallError
+        Missing, unreadable, not a mapping, or refused by the restricted unpickler (the
+        message names the file).
+
+    """
+    name = str(path)
     try:
-        ckpt = torch.load(Path(path), map_location="cpu", weights_only=False)
+        ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise HeimdallError(f"model file {str(path)!r} does not exist") from None
+        raise HeimdallError(f"{what} {name!r} does not exist") from None
+    except pickle.UnpicklingError as exc:
+        raise HeimdallError(
+            f"{what} {name!r}: refused: it holds Python objects beyond tensors and plain data "
+            f"({_refusal_reason(exc)}); model files are loaded with torch.load(weights_only=True) and "
+            "never run code"
+        ) from None
     except Exception as exc:
-        raise HeimdallError(f"model file {str(path)!r}: cannot read ({exc})") from None
-    if isinstance(ckpt, dict) and CKPT_KEY in ckpt:
+        raise HeimdallError(f"{what} {name!r}: cannot read ({type(exc).__name__}: {exc})") from None
+    if not isinstance(ckpt, dict):
+        raise HeimdallError(f"{what} {name!r}: not a checkpoint (top level is {type(ckpt).__name__})")
+    return ckpt
+
+
+def load_model(path: str | Path) -> LocalizationNet:
+    """Load a model from a Lightning checkpoint (.ckpt) or a file written by :func:`save_model`.
+
+    Read by :func:`read_checkpoint` (``torch.load(weights_only=True)``): a file carrying a
+    pickled callable is refused with a HeimdallError naming it.
+    """
+    ckpt = read_checkpoint(path)
+    if CKPT_KEY in ckpt:
         ckpt = ckpt[CKPT_KEY]
     if not isinstance(ckpt, dict) or not {"config", "norm", "state_dict"} <= set(ckpt):
         raise HeimdallError(f"model file {str(path)!r}: not a Heimdall model or checkpoint")
-    return model_from_state(ckpt)
+    try:
+        return model_from_state(ckpt)
+    except (TypeError, ValueError, KeyError, RuntimeError) as exc:
+        raise HeimdallError(f"model file {str(path)!r}: inconsistent model state ({exc})") from None
 
 
 class Predictor:

@@ -36,8 +36,9 @@ from heimdall.models.data import (
 )
 from heimdall.models.metrics import gaussian_metrics, nll_temperature
 from heimdall.models.net import LocalizationNet, NetConfig, Normalisation
-from heimdall.models.predict import CKPT_KEY, load_model, model_state, save_model
+from heimdall.models.predict import CKPT_KEY, load_model, model_state, read_checkpoint, save_model
 from heimdall.network import Network
+from heimdall.sim.seeds import Stream
 from heimdall.sim.world import reference_world_text
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
@@ -67,7 +68,7 @@ def tracking_uri(cfg: TrainConfig) -> str:
 
 def net_config(cfg: TrainConfig, spec: WorldSpec) -> NetConfig:
     """Architecture with the world's sample rate and capture length."""
-    world = spec.build()
+    world = spec.scenarios(cfg.data.batch_size).world(0, Network.model_validate(spec.network))
     return NetConfig(n_samples=world.n_samples, sample_rate_hz=world.sample_rate_hz, **cfg.model.model_dump())
 
 
@@ -78,8 +79,9 @@ def normalisation_batches(cfg: TrainConfig, spec: WorldSpec, n_samples: int) -> 
     if cfg.data.train is not None:
         ds = StoredBatches(cfg.data.train, frame, 64, n_samples, limit=n)
         return [ds[g] for g in range(ds.n_batches)]
-    world = spec.build()
-    batch, _ = keep_enough_online(world.simulate(n, cfg.train_seed_base + TRAIN_SEED_STRIDE - 1))
+    scenarios = spec.scenarios(cfg.data.batch_size)
+    seed = cfg.train_seed_base + TRAIN_SEED_STRIDE - 1
+    batch, _ = keep_enough_online(scenarios.simulate(n, seed, stream=Stream.TRAIN))
     return [
         batch_tensors(batch.select(slice(s, s + 64)), frame, n_samples)
         for s in range(0, batch.n_sessions, 64)
@@ -133,8 +135,19 @@ def dataset_identity(cfg: TrainConfig, spec: WorldSpec) -> tuple[str, str]:
                             "seed_base": cfg.train_seed_base})  # fmt: skip
 
 
-def build_model(cfg: TrainConfig, spec: WorldSpec, dataset_hash: str) -> LocalizationNet:
-    """A fresh model with data-derived normalisation and provenance metadata."""
+def build_model(
+    cfg: TrainConfig,
+    spec: WorldSpec,
+    dataset_hash: str,
+    dataset_uri: str | None = None,
+    val_hash: str | None = None,
+) -> LocalizationNet:
+    """A fresh model with data-derived normalisation and provenance metadata.
+
+    The metadata names the training set (``dataset_uri``, ``dataset_hash``) and the
+    validation set (``val_dataset_uri``, ``val_dataset_hash``: checkpoint selection and
+    temperature calibration), so an export can refuse a "test" report on either.
+    """
     net = Network.model_validate(spec.network)
     ncfg = net_config(cfg, spec)
     metadata = {
@@ -142,6 +155,9 @@ def build_model(cfg: TrainConfig, spec: WorldSpec, dataset_hash: str) -> Localiz
         "sample_rate_hz": ncfg.sample_rate_hz, "n_samples": ncfg.n_samples,
         "network": spec.network, "network_name": net.name, "world": spec.world,
         "world_seed": spec.world_seed, "dataset_hash": dataset_hash, "config_name": cfg.name,
+        "dataset_uri": dataset_uri, "val_dataset_uri": cfg.data.val, "val_dataset_hash": val_hash,
+        "train_seed_base": None if cfg.data.train is not None else cfg.train_seed_base,
+        "experiment": cfg.tracking.experiment,
     }  # fmt: skip
     torch.manual_seed(cfg.seed)
     model = LocalizationNet(ncfg, Normalisation(), metadata)
@@ -169,6 +185,9 @@ def predict_stored(
             for key, value in (("mean_km", mean), ("cov_km2", cov), ("truth_km", b["truth_km"]),
                                ("rx_pos", b["rx_pos"]), ("rx_mask", b["rx_mask"])):  # fmt: skip
                 out[key].append(value.cpu().numpy())
+    width = max(a.shape[1] for a in out["rx_mask"])  # family sets: shards padded to different receiver counts
+    for key in ("rx_pos", "rx_mask"):
+        out[key] = [np.pad(a, [(0, 0), (0, width - a.shape[1])] + [(0, 0)] * (a.ndim - 2)) for a in out[key]]
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
@@ -185,7 +204,7 @@ def calibrate_checkpoint(path: str, val_uri: str, limit: int | None) -> tuple[fl
     model.temperature.fill_(float(model.temperature) * tau)
     pred["cov_km2"] = pred["cov_km2"] * tau**2
     after = gaussian_metrics(pred["mean_km"], pred["cov_km2"], pred["truth_km"])
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = read_checkpoint(path, "checkpoint")
     ckpt[CKPT_KEY] = model_state(model)
     if "state_dict" in ckpt and "model.temperature" in ckpt["state_dict"]:
         ckpt["state_dict"]["model.temperature"] = model.temperature.clone()
@@ -250,7 +269,7 @@ def time_limit(max_minutes: float | None, resume: str | None) -> timedelta | Non
         return None
     spent_s = 0.0
     if resume is not None:
-        ckpt = torch.load(resume, map_location="cpu", weights_only=False)
+        ckpt = read_checkpoint(resume, "--resume checkpoint")
         timer = ckpt.get("callbacks", {}).get("Timer", {})
         spent_s = float(sum(timer.get("time_elapsed", {}).values()))
     return timedelta(minutes=max_minutes, seconds=spent_s)
@@ -296,13 +315,16 @@ def run_training(cfg: TrainConfig, resume: str | None = None, progress: bool = T
 
     if resume is not None and not Path(resume).is_file():
         raise HeimdallError(f"--resume {resume!r}: no such checkpoint")
+    if resume is not None:  # refused here, before any run starts, if it is more than plain data
+        read_checkpoint(resume, "--resume checkpoint")
     spec = load_world_spec(cfg)
     val_store = SessionStore.open(cfg.data.val)
     check_compatible(cfg.data.val, val_store, spec)
     data_uri, data_hash = dataset_identity(cfg, spec)
     torch.set_num_threads(cpu_threads(cfg))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    model = build_model(cfg, spec, data_hash)
+    val_hash = val_store.content_hash()
+    model = build_model(cfg, spec, data_hash, data_uri, val_hash)
     module = LocalizationModule(model, cfg)
     dm = SessionDataModule(cfg, spec, model.config.n_samples)
     zero = _is_global_zero()
@@ -315,7 +337,7 @@ def run_training(cfg: TrainConfig, resume: str | None = None, progress: bool = T
         mlflow.log_params({k: str(v)[:500] for k, v in _flatten(cfg.model_dump(mode="json")).items()})
         mlflow.set_tags({
             "dataset.train.uri": data_uri, "dataset.train.hash": data_hash,
-            "dataset.val.uri": cfg.data.val, "dataset.val.hash": val_store.content_hash(),
+            "dataset.val.uri": cfg.data.val, "dataset.val.hash": val_hash,
             "git.commit": git_commit(), "network": spec.network["name"], "n_parameters": model.n_parameters(),
             **{f"version.{k}": v for k, v in package_versions().items()},
         })  # fmt: skip
@@ -349,7 +371,7 @@ def run_training(cfg: TrainConfig, resume: str | None = None, progress: bool = T
     )  # fmt: skip
     start = time.perf_counter()
     try:
-        trainer.fit(module, datamodule=dm, ckpt_path=resume)
+        trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)
     except BaseException:
         if zero:
             mlflow.end_run(status="FAILED")

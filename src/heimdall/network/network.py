@@ -48,6 +48,9 @@ class Receiver(BaseModel):
         estimators; ``None`` draws it from the world seed.
     freq_error_hz : float | None
         Local-oscillator frequency error, Hz; ``None`` draws it from the world seed.
+    noise_offset_db : float | None
+        True offset of the site's noise floor from the nominal (man-made noise of
+        the site, antenna), dB, hidden from estimators; ``None`` draws it from the world seed.
     online_prob : float
         Probability that the receiver is online for a given session.
     sample_rate_hz : float
@@ -68,6 +71,7 @@ class Receiver(BaseModel):
     fullscale_dbm: float = Field(ge=-120.0, le=30.0)
     gain_offset_db: float | None = None
     freq_error_hz: float | None = None
+    noise_offset_db: float | None = None
     online_prob: float = Field(ge=0.0, le=1.0)
     sample_rate_hz: float = Field(gt=0.0)
     bands: list[Band] = Field(min_length=1)

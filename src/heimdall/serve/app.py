@@ -4,7 +4,10 @@ Routes: ``POST /v1/localize`` (one session), ``POST /v1/localize/batch``
 (several, one graph run), ``GET /health``, ``GET /v1/model`` (model card) and
 the OpenAPI schema at ``/openapi.json`` (docs at ``/docs``). The model is
 loaded once, by the caller of :func:`create_app`. Every refusal is JSON with
-a ``detail`` naming the field; nothing a client sends yields a 5xx.
+a ``detail`` naming the field; nothing a client sends yields a 5xx other than
+the documented 503 of a busy server (:class:`~heimdall.serve.limits.ConcurrencyLimit`).
+With a token, ``/v1`` routes need ``Authorization: Bearer <token>``
+(:mod:`heimdall.serve.auth`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from fastapi.responses import JSONResponse
 
 from heimdall.export.predictor import OnnxPredictor
 from heimdall.serve.answer import answer_of
-from heimdall.serve.area import RECEIVER_TOLERANCE_KM
+from heimdall.serve.area import OUT_OF_AREA_MASS, RECEIVER_TOLERANCE_KM
+from heimdall.serve.auth import BearerToken, document_bearer
 from heimdall.serve.inputs import (
     MIN_RECEIVERS,
     PreparedSession,
@@ -26,7 +30,8 @@ from heimdall.serve.inputs import (
     prepare_session,
     stack_sessions,
 )
-from heimdall.serve.limits import BodySizeLimit
+from heimdall.serve.limits import BodySizeLimit, ConcurrencyLimit
+from heimdall.serve.page import PageConfig, mount_page
 from heimdall.serve.schemas import (
     MAX_BATCH_SESSIONS,
     MAX_RECEIVERS,
@@ -37,14 +42,30 @@ from heimdall.serve.schemas import (
     LocalizeRequest,
     LocalizeResponse,
 )
+from heimdall.serve.stations import STATION_TOLERANCE_KM, accepts_unmapped
 
 #: Default request-size limit, bytes (a batch of 32 sessions of 7 receivers × 1 s float32 at 12 kHz fits).
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+#: Default number of requests in flight at once (each holds at most one body, decoded).
+DEFAULT_MAX_CONCURRENT = 4
+#: Default wait for a free slot before a 503, s.
+DEFAULT_QUEUE_TIMEOUT_S = 2.0
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "Body is not decodable (e.g. not UTF-8 JSON)."},
     413: {"model": ErrorResponse, "description": "Request body over the size limit."},
+    408: {"model": ErrorResponse, "description": "Request body not received within 30 s."},
     422: {"model": ErrorResponse, "description": "Invalid request; `detail[].loc` names the field."},
+    401: {
+        "model": ErrorResponse,
+        "description": "Missing or wrong API token (only when the server has one): "
+        "send `Authorization: Bearer <token>`.",
+    },
+    503: {
+        "model": ErrorResponse,
+        "description": "Busy: the limit of requests in flight was reached and no slot freed within the "
+        "queue timeout; retry after the `Retry-After` header's seconds.",
+    },
 }
 
 
@@ -57,10 +78,20 @@ def _error_items(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 
 def model_card(predictor: OnnxPredictor, max_body_bytes: int) -> dict[str, Any]:
-    """What the model is for: network, trained area, data, evaluation summary and limits."""
+    """What the model is for: network, trained area, data, held-out test evaluation and limits.
+
+    ``evaluation`` holds figures from a held-out test set only (which set: URI and content
+    hash, how many sessions, when), as verified at export by
+    :func:`heimdall.export.evaluation.load_test_evaluation`; otherwise it is null and
+    ``evaluation_status`` says why. Validation metrics (used for checkpoint selection and
+    temperature calibration) appear under ``validation``, labelled, never as ``evaluation``.
+    """
+    from heimdall.export.evaluation import card_evaluation
+
     meta = predictor.metadata
     net = predictor.network
     area = predictor.area
+    evaluation, evaluation_status = card_evaluation(meta)
     return {
         "model_version": predictor.version,
         "source": predictor.source,
@@ -90,10 +121,15 @@ def model_card(predictor: OnnxPredictor, max_body_bytes: int) -> dict[str, Any]:
         },
         "data": {
             "dataset_hash": meta.get("dataset_hash"),
+            "dataset_uri": meta.get("dataset_uri"),
+            "val_dataset_uri": meta.get("val_dataset_uri"),
+            "val_dataset_hash": meta.get("val_dataset_hash"),
             "world": meta.get("world"),
             "world_seed": meta.get("world_seed"),
         },
-        "evaluation": meta.get("evaluation"),
+        "evaluation": evaluation,
+        "evaluation_status": evaluation_status,
+        "validation": meta.get("validation"),
         "limits": {
             "min_online_receivers": MIN_RECEIVERS,
             "min_heard_receivers": MIN_RECEIVERS,
@@ -112,12 +148,16 @@ def _answer(predictor: OnnxPredictor, sessions: list[PreparedSession]) -> tuple[
     mean, cov = predictor.run(**inputs)
     elapsed_ms = (time.perf_counter() - start) * 1000.0
     results = []
+    area = predictor.area
     for k, s in enumerate(sessions):
+        outside = 0.0 if area is None else area.mass_outside(mean[k], cov[k])
         results.append(
             {
                 **answer_of(predictor.frame, mean[k], cov[k]).as_dict(),
                 "receivers_heard": s.heard_ids,
                 "receivers_silent": s.silent_ids,
+                "unmapped_receivers": s.unmapped_ids,
+                "out_of_area": bool(outside > OUT_OF_AREA_MASS),
                 "model_version": predictor.version,
                 "inference_ms": elapsed_ms / len(sessions),
             }
@@ -125,8 +165,15 @@ def _answer(predictor: OnnxPredictor, sessions: list[PreparedSession]) -> tuple[
     return results, elapsed_ms
 
 
-def create_app(predictor: OnnxPredictor, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
-    """The application serving ``predictor`` (already loaded), with the request-size limit.
+def create_app(
+    predictor: OnnxPredictor,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_concurrent: int = DEFAULT_MAX_CONCURRENT,
+    queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S,
+    token: str | None = None,
+    page: PageConfig | None = None,
+) -> FastAPI:
+    """The application serving ``predictor`` (already loaded), with its limits and optional token.
 
     Parameters
     ----------
@@ -134,6 +181,14 @@ def create_app(predictor: OnnxPredictor, max_body_bytes: int = DEFAULT_MAX_BODY_
         The exported model.
     max_body_bytes
         Largest accepted request body, bytes; larger ones get 413 before being read.
+    max_concurrent
+        Requests in flight at once (all routes but ``/health``).
+    queue_timeout_s
+        How long a further request waits for a slot, s, before 503 with ``Retry-After``.
+    token
+        API token required on ``/v1`` routes (``Authorization: Bearer <token>``); None: no check.
+    page
+        Map page at ``/``: basemap tiles and stored set (:mod:`heimdall.serve.page`).
 
     """
     app = FastAPI(
@@ -144,6 +199,15 @@ def create_app(predictor: OnnxPredictor, max_body_bytes: int = DEFAULT_MAX_BODY_
         "at that rate are needed and longer captures are trimmed to their first samples.",
     )
     card = model_card(predictor, max_body_bytes)
+    card.setdefault("limits", {}).update(
+        {
+            "max_concurrent_requests": max_concurrent,
+            "queue_timeout_s": queue_timeout_s,
+            "station_tolerance_km": STATION_TOLERANCE_KM,
+            "accepts_unmapped_receivers": accepts_unmapped(predictor),
+            "out_of_area_mass": OUT_OF_AREA_MASS,
+        }
+    )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -184,5 +248,11 @@ def create_app(predictor: OnnxPredictor, max_body_bytes: int = DEFAULT_MAX_BODY_
         results, elapsed_ms = _answer(predictor, prepared)
         return {"results": results, "inference_ms": elapsed_ms}
 
+    mount_page(app, predictor, lambda s: _answer(predictor, s)[0], page, token is not None)  # page at /
+    # outermost last: the token is checked first, then a slot is taken, then the body is read
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    app.add_middleware(ConcurrencyLimit, max_concurrent=max_concurrent, queue_timeout_s=queue_timeout_s)
+    if token is not None:
+        app.add_middleware(BearerToken, token=token)
+        document_bearer(app)
     return app

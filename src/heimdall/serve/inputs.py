@@ -6,9 +6,12 @@ check the captures are finite and equally long in time, resample them to the
 model's sample rate with a polyphase filter (:func:`scipy.signal.resample_poly`),
 refuse captures shorter than the model's length and **keep the first
 ``n_samples`` of longer ones** (trimmed), place receivers in the model's local
-frame, refuse receivers far outside the trained area, and decide which online
-receivers heard the transmitter with :func:`heimdall.eval.measure.measure_power`
-(measured SNR over the capture bandwidth ≥ 0 dB). Fewer than
+frame, refuse receivers far outside the trained area and receivers the model
+has no field for (a position that is none of its network's stations, see
+:mod:`heimdall.serve.stations`; listed as unmapped instead for a predictor
+that accepts them), and decide which online receivers heard the transmitter
+with :func:`heimdall.posterior.measure.measure_power` (measured SNR over the
+capture bandwidth ≥ 0 dB). Fewer than
 :data:`MIN_RECEIVERS` online or heard receivers is refused.
 
 Every refusal is a :class:`RequestError` whose items name the JSON field
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
@@ -28,8 +31,9 @@ from numpy.typing import NDArray
 from scipy.signal import resample_poly
 
 from heimdall.data.session import HEARD, OFFLINE, SILENT, SessionBatch
-from heimdall.eval.measure import measure_power
+from heimdall.posterior.measure import measure_power
 from heimdall.serve.schemas import LocalizeRequest, ReceiverIn
+from heimdall.serve.stations import STATION_TOLERANCE_KM, accepts_unmapped, nearest_station
 
 if TYPE_CHECKING:
     from heimdall.export.predictor import OnnxPredictor
@@ -64,6 +68,7 @@ class PreparedSession:
     center_freq_hz: float
     ids: list[str]
     state: NDArray[np.int8]  # (R,) OFFLINE / HEARD / SILENT
+    unmapped_ids: list[str] = field(default_factory=list)  # receivers the model has no field for
 
     @property
     def heard_ids(self) -> list[str]:
@@ -157,6 +162,55 @@ def _position(rx: ReceiverIn, loc: Loc, predictor: OnnxPredictor) -> tuple[str, 
     return f"{rx.lat:.5f},{rx.lon:.5f}", rx.lat, rx.lon, height
 
 
+def _refuse_duplicates(ids: list[str], loc: Loc) -> None:
+    """RequestError naming the receivers given more than once."""
+    dupes = sorted({x for x in ids if ids.count(x) > 1})
+    if dupes:
+        raise RequestError([((*loc, "receivers"), f"receivers given more than once: {', '.join(dupes)}")])
+
+
+def _match_stations(
+    req: LocalizeRequest,
+    ids: list[str],
+    lat: list[float],
+    lon: list[float],
+    loc: Loc,
+    predictor: OnnxPredictor,
+) -> tuple[list[str], list[str]]:
+    """Each receiver's station id (its own id when it is none), and the ids of unmapped receivers.
+
+    A receiver given by position is the network station within :data:`STATION_TOLERANCE_KM`
+    of it. Any other is unmapped: refused (RequestError naming it and the nearest station)
+    unless the predictor accepts unmapped receivers. Without a network nothing is matched.
+    """
+    net = predictor.network
+    if net is None:
+        return list(ids), []
+    stations, unmapped, errors = [], [], []
+    for i, rx in enumerate(req.receivers):
+        if rx.station is not None:
+            stations.append(rx.station)
+            continue
+        near = nearest_station(net, lat[i], lon[i])
+        if near.matches:
+            stations.append(near.station_id)
+            continue
+        stations.append(ids[i])
+        unmapped.append(ids[i])
+        errors.append(
+            (
+                (*loc, "receivers", i),
+                f"receiver {ids[i]!r} at ({lat[i]:.5f}, {lon[i]:.5f}) is not a station of network "
+                f"{net.name!r} (the nearest, {near.station_id!r}, is {near.distance_km:.1f} km away; "
+                f"a position within {STATION_TOLERANCE_KM:g} km of a station is that station): "
+                "this model has no field for it",
+            )
+        )
+    if errors and not accepts_unmapped(predictor):
+        raise RequestError(errors)
+    return stations, unmapped
+
+
 def _captures(req: LocalizeRequest, loc: Loc) -> dict[int, tuple[NDArray[np.complex64], float]]:
     """Decoded captures of online receivers (slot -> (samples, rate)), equal durations checked."""
     captures: dict[int, tuple[NDArray[np.complex64], float]] = {}
@@ -245,9 +299,7 @@ def prepare_session(req: LocalizeRequest, predictor: OnnxPredictor, loc: Loc = (
         ids.append(rid), lat.append(la), lon.append(lo), height.append(h)
     if errors:
         raise RequestError(errors)
-    dupes = sorted({x for x in ids if ids.count(x) > 1})
-    if dupes:
-        raise RequestError([((*loc, "receivers"), f"receivers given more than once: {', '.join(dupes)}")])
+    _refuse_duplicates(ids, loc)
     east, north = predictor.frame.to_local_km(np.array(lat), np.array(lon))
     if predictor.area is not None:
         outside = predictor.area.outside_km(east, north)
@@ -262,6 +314,8 @@ def prepare_session(req: LocalizeRequest, predictor: OnnxPredictor, loc: Loc = (
         ]
         if far:
             raise RequestError(far)
+    stations, unmapped = _match_stations(req, ids, lat, lon, loc, predictor)
+    _refuse_duplicates(stations, loc)
 
     captures = _captures(req, loc)
     online = np.array([rx.online for rx in req.receivers])
@@ -290,7 +344,7 @@ def prepare_session(req: LocalizeRequest, predictor: OnnxPredictor, loc: Loc = (
     iq = np.stack([samples.real, samples.imag], axis=-1).astype(np.float32)
     rx_pos = np.stack([east, north, np.array(height)], axis=-1).astype(np.float32)
     state = np.where(online, np.where(heard, HEARD, SILENT), OFFLINE).astype(np.int8)
-    return PreparedSession(iq, rx_pos, online, float(req.center_freq_hz), ids, state)
+    return PreparedSession(iq, rx_pos, online, float(req.center_freq_hz), ids, state, unmapped)
 
 
 def stack_sessions(sessions: list[PreparedSession]) -> dict[str, NDArray]:

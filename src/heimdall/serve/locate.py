@@ -3,7 +3,7 @@
 The answer is given in lat/lon with the 1σ and 95 % ellipses (DESIGN.md §3b),
 the geodesic distance and initial bearing from each receiver to the
 estimate, each receiver's measured SNR and state (offline / heard / silent,
-from :func:`heimdall.eval.measure.measure_power`), and, for labelled
+from :func:`heimdall.posterior.measure.measure_power`), and, for labelled
 sessions, the truth beside the answer: the error in km and whether the truth
 lies inside the 1σ and 95 % ellipses.
 """
@@ -75,7 +75,7 @@ def load_session(
 
 def locate_session(predictor: Predictor, batch: SessionBatch) -> dict[str, Any]:
     """Locate the first session of ``batch``; a JSON-ready result (see module docstring)."""
-    from heimdall.eval.measure import measure_power
+    from heimdall.posterior.measure import measure_power
 
     one = batch.select([0])
     mean, cov = predictor.predict(one)

@@ -107,6 +107,14 @@ class LocalizeResponse(BaseModel):
     geojson: dict[str, Any]
     receivers_heard: list[str]
     receivers_silent: list[str]
+    unmapped_receivers: list[str] = Field(
+        description="Receivers the model has no field for, answered from a prior field (only models "
+        "that accept them; others refuse such receivers with 422)."
+    )
+    out_of_area: bool = Field(
+        description="True when more than 5 % of the answer's probability (the Gaussian of the ellipses) "
+        "lies outside the area the model was trained for: the model has seen no transmitter there."
+    )
     model_version: str
     inference_ms: float
 

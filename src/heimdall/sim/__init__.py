@@ -1,4 +1,4 @@
-"""World simulator: receiver networks, propagation, shadowing, fading and IQ (DESIGN.md §3)."""
+"""World simulator: receiver networks, propagation, shadowing, fading and IQ (docs/SIMULATOR.md)."""
 
 from heimdall.sim.simulator import World
 from heimdall.sim.world import WorldConfig, load_world

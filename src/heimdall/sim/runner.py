@@ -13,29 +13,41 @@ from dataclasses import dataclass
 
 from heimdall.data.session import SessionBatch
 from heimdall.network import Network
-from heimdall.sim.simulator import World
+from heimdall.network.family import NetworkFamily
+from heimdall.sim.family import DEFAULT_BLOCK, Scenarios, WorldSeeds
 from heimdall.sim.world import WorldConfig
 
 
 @dataclass(frozen=True)
 class SimulationSpec:
-    """What to simulate: a world (network, config, seed) and a session seed."""
+    """What to simulate: worlds (network or network family, config, world seeds) and a session seed.
 
-    network: Network
+    ``world_seed`` is one seed or a family (``"0-99"``, ``"random"``); ``positions`` the
+    transmitter prior (``uniform`` / ``clustered``); ``world_block`` the sessions per drawn world.
+    """
+
+    network: Network | NetworkFamily
     config: WorldConfig
-    world_seed: int
+    world_seed: int | str
     session_seed: int
+    positions: str = "uniform"
+    world_block: int = DEFAULT_BLOCK
+
+    def scenarios(self) -> Scenarios:
+        """The worlds of this set."""
+        return Scenarios(self.network, self.config, WorldSeeds.parse(self.world_seed), self.world_block)
 
 
-_WORKER_WORLD: list[World] = []  # per worker process: built once by the initializer
+_WORKER: list[tuple[Scenarios, str]] = []  # per worker process: built once by the initializer
 
 
 def _init_worker(spec: SimulationSpec) -> None:
-    _WORKER_WORLD[:] = [World(spec.network, spec.config, spec.world_seed)]
+    _WORKER[:] = [(spec.scenarios(), spec.positions)]
 
 
 def _simulate_range(session_seed: int, start: int, count: int) -> SessionBatch:
-    return _WORKER_WORLD[0].simulate(count, session_seed, start_index=start)
+    scenarios, positions = _WORKER[0]
+    return scenarios.simulate(count, session_seed, start, positions=positions)
 
 
 def iter_shards(
@@ -54,11 +66,14 @@ def iter_shards(
     workers = workers or min(os.cpu_count() or 1, 8)
     chunk = max(1, min(64, shard_size))
     if workers <= 1:
-        world = World(spec.network, spec.config, spec.world_seed)
+        scenarios = spec.scenarios()
         for k in range(first_shard, n_shards):
             start = k * shard_size
             count = min(shard_size, n_sessions - start)
-            yield k, world.simulate(count, spec.session_seed, start, progress)
+            batch = scenarios.simulate(
+                count, spec.session_seed, start, positions=spec.positions, progress=progress
+            )
+            yield k, batch
         return
     with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(spec,)) as pool:
         for k in range(first_shard, n_shards):
@@ -74,4 +89,4 @@ def iter_shards(
                 parts.append(part)
                 if progress is not None:
                     progress(part.n_sessions)
-            yield k, SessionBatch.concat(parts)
+            yield k, SessionBatch.concat_padded(parts)

@@ -7,7 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from heimdall.data.store import SessionStore
-from heimdall.network import load_network
+from heimdall.errors import HeimdallError
+from heimdall.sim.aprs_traffic import world_overrides
+from heimdall.sim.family import DEFAULT_BLOCK, parse_network_source
+from heimdall.sim.positions import PRIORS
 from heimdall.sim.runner import SimulationSpec, iter_shards
 from heimdall.sim.world import load_world
 
@@ -16,7 +19,7 @@ def run_simulation(
     out: str,
     network: str,
     sessions: int,
-    world_seed: int,
+    world_seed: int | str,
     seed: int,
     world_path: Path | None = None,
     synchronised: bool = False,
@@ -25,6 +28,9 @@ def run_simulation(
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
     storage_options: dict[str, Any] | None = None,
+    positions: str = "uniform",
+    world_block: int = DEFAULT_BLOCK,
+    mode: str | None = None,
 ) -> dict[str, Any]:
     """Simulate ``sessions`` sessions into the store at ``out``; resumes committed shards.
 
@@ -33,24 +39,42 @@ def run_simulation(
     ``k*shard_size ..``; a rerun with the same arguments appends only the shards
     that were not committed, so an interrupted run completes without duplicates.
 
+    ``network`` is a packaged name, a YAML path or ``family:<name or path>``;
+    ``world_seed`` one seed, a range ``"0-99"`` or ``"random"``; with a family, each
+    block of ``world_block`` sessions draws its world and network (``heimdall.sim.family``)
+    and every session records its ``world_seed`` and ``network_id``. ``positions`` is the
+    transmitter prior (``uniform`` or ``clustered``, ``heimdall.sim.positions``).
+
     Returns a summary: sessions, shards, resumed shards, content hash.
     """
-    net = load_network(network)
+    if positions not in PRIORS:
+        raise HeimdallError(f"--positions {positions!r}: give one of {', '.join(PRIORS)}")
+    net = parse_network_source(network)
     config = load_world(world_path)
     changes: dict[str, Any] = {}
     if synchronised:
         changes["synchronised"] = True
     if duration_s is not None:
         changes["duration_s"] = duration_s
+    if mode == "aprs":  # APRS packets on 144.800 MHz (heimdall.sim.aprs_traffic)
+        changes.update(world_overrides())
+    elif mode is not None:
+        changes["mode_probs"] = {mode: 1.0}
     if changes:
         config = config.with_overrides(**changes)
+    spec = SimulationSpec(net, config, world_seed, seed, positions, world_block)
+    scenarios = spec.scenarios()
+    family = scenarios.describe()
     metadata = {
-        "network": net.model_dump(mode="json"),
+        "network": None if family["network_family"] else net.model_dump(mode="json"),
         "world": config.model_dump(mode="json"),
-        "world_seed": world_seed,
+        "world_seed": scenarios.world_seeds.lo if scenarios.world_seeds.fixed else None,
         "session_seed": seed,
         "sessions": sessions,
         "shard_size": shard_size,
+        "positions": positions,
+        "session_stream": "stored",
+        **family,
     }
     store = SessionStore.create(out, metadata, storage_options=storage_options)
     done = set(store.committed_shards())
@@ -59,7 +83,6 @@ def run_simulation(
         first += 1
     if progress is not None and done:
         progress(len(store))
-    spec = SimulationSpec(net, config, world_seed, seed)
     with store:
         for index, batch in iter_shards(spec, sessions, shard_size, first, workers, progress):
             if index not in done:

@@ -46,6 +46,11 @@ class WorldConfig(BaseModel):
     static_field_resolution_km: float = Field(gt=0.0)
     capture_shadowing_sigma_db: float = Field(ge=0.0)
     gain_offset_sigma_db: float = Field(ge=0.0)
+    # defaults = not modelled (worlds recorded before these parameters existed)
+    band_gain_correlation: float = Field(default=1.0, ge=-1.0, le=1.0)
+    band_field_correlation: float = Field(default=1.0, ge=-1.0, le=1.0)
+    site_noise_sigma_db: float = Field(default=0.0, ge=0.0)
+    noise_wander_sigma_db: float = Field(default=0.0, ge=0.0)
     freq_error_max_hz: float = Field(ge=0.0)
     rician_k_db: float
     doppler_hz: float = Field(ge=0.0)
@@ -59,6 +64,13 @@ class WorldConfig(BaseModel):
     timing_sigma_sync_s: float = Field(ge=0.0)
     timing_sigma_unsync_s: float = Field(ge=0.0)
     quantisation_bits: int = Field(ge=8, le=16)
+    towns_per_1000_km2: float = Field(default=1.0, ge=0.0)
+    town_radius_km: float = Field(default=2.0, gt=0.0)
+    town_radius_sigma_ln: float = Field(default=0.7, ge=0.0)
+    road_neighbours: int = Field(default=2, ge=1, le=6)
+    road_offset_km: float = Field(default=0.3, ge=0.0)
+    fixed_stations: int = Field(default=6, ge=0)
+    position_mix: dict[str, float] = Field(default_factory=lambda: {"town": 0.5, "road": 0.35, "fixed": 0.15})
 
     @model_validator(mode="after")
     def _check(self) -> WorldConfig:
@@ -66,11 +78,16 @@ class WorldConfig(BaseModel):
             raise ValueError("tx_power_dbm_min must not exceed tx_power_dbm_max")
         if self.tx_height_m_min > self.tx_height_m_max:
             raise ValueError("tx_height_m_min must not exceed tx_height_m_max")
-        unknown = set(self.mode_probs) - {"nbfm", "cw", "fsk"}
+        unknown = set(self.mode_probs) - {"nbfm", "cw", "fsk", "aprs"}
         if unknown:
             raise ValueError(f"unknown modes in mode_probs: {sorted(unknown)}")
         if abs(sum(self.mode_probs.values()) - 1.0) > 1e-6:
             raise ValueError("mode_probs must sum to 1")
+        unknown = set(self.position_mix) - {"town", "road", "fixed"}
+        if unknown:
+            raise ValueError(f"unknown kinds in position_mix: {sorted(unknown)}")
+        if abs(sum(self.position_mix.values()) - 1.0) > 1e-6:
+            raise ValueError("position_mix must sum to 1")
         if self.fading_rate_hz < 4.0 * self.doppler_hz:
             raise ValueError("fading_rate_hz must be at least 4x doppler_hz")
         return self

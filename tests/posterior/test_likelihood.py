@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from heimdall.eval.estimate import grid_moments
-from heimdall.eval.likelihood import (
+from heimdall.posterior.grid import grid_moments
+from heimdall.posterior.likelihood import (
     PowerObservations,
     heard_stats,
     log_interval_prob,

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.special import log_ndtr, ndtr, ndtri
+from scipy.special import log_ndtr, logsumexp, ndtr, ndtri
 
 
 @dataclass(frozen=True)
@@ -262,3 +262,187 @@ def power_marginal_loglik(
     sw = np.sqrt(big_w)
     out = np.stack([-0.5 * q + log_power_prior_mass(m, sw, lo_db, hi_db) for m, _, q in stats])
     return np.where((big_w > 0)[None, :, None], out, 0.0)
+
+
+def heard_stats_var(
+    obs: PowerObservations, mean_db: NDArray[np.float64], var_db2: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """:func:`heard_stats` when the predicted field has its own variance at every candidate.
+
+    The heard receiver's variance is 1/w_i + v_i(x), so weights vary with x:
+    w_i(x) = 1 / (1/w_i + v_i(x)).
+
+    Parameters
+    ----------
+    obs
+        B sessions.
+    mean_db
+        Predicted gain a_i(x): (R, G) shared or (B, R, G) per session, dB.
+    var_db2
+        Its variance v_i(x), broadcastable to ``mean_db``, dB².
+
+    Returns
+    -------
+    m_db (B, G), weight (B, G), q (B, G), log_det (B, G)
+        Best power, total weight W(x), residual sum of squares and Σ_i log w_i(x).
+
+    """
+    w0 = obs.weight[:, :, None]
+    heard = w0 > 0
+    var = np.asarray(var_db2, dtype=np.float64)
+    if mean_db.ndim == 2:
+        mean_db = mean_db[None]
+    if var.ndim == 2:
+        var = var[None]
+    w = np.where(heard, 1.0 / (1.0 / np.where(heard, w0, 1.0) + var), 0.0)  # (B, R, G)
+    r = np.where(heard, obs.y_db[:, :, None] - mean_db, 0.0)
+    big_w = w.sum(axis=1)
+    s1 = np.sum(w * r, axis=1)
+    m = s1 / np.where(big_w > 0, big_w, 1.0)
+    q = np.maximum(np.sum(w * r * r, axis=1) - s1 * m, 0.0)
+    with np.errstate(divide="ignore"):
+        log_det = np.sum(np.where(heard, np.log(np.where(heard, w, 1.0)), 0.0), axis=1)
+    return m, big_w, q, log_det
+
+
+def log_posterior_grid(
+    mean_rx_db: NDArray[np.float64],
+    var_db2: NDArray[np.float64] | float,
+    obs: PowerObservations,
+    p0_range_db: tuple[float, float],
+    log_weight: NDArray[np.float64] | None = None,
+    log_prior: NDArray[np.float64] | None = None,
+    p0_nodes: int = 8,
+    prune_nats: float = 30.0,
+) -> NDArray[np.float64]:
+    """Log posterior of the transmitter position on a grid, transmit power marginalised (B, G).
+
+    For every candidate x and session, the measured powers y_i (dB) of heard
+    receivers are N(P0 + μ_i(x), 1/w_i + v_i(x)), silent receivers add
+    Φ((t_j − P0 − μ_j(x)) / s_j(x)) and clipped ones Φ(−(t_j − P0 − μ_j(x)) / s_j(x))
+    with s_j² = σ_j² + v_j(x) (Tobit censoring, Tobin 1958). P0 (dB) is uniform on
+    ``p0_range_db``: the heard part is integrated in closed form,
+
+        ∫ Π_i N(y_i) dP0 / (hi − lo) ∝ exp(−Q/2 + ½ Σ log w_i − ½ log W) [Φ((hi − m)√W) − Φ((lo − m)√W)],
+
+    and the censored part by ``p0_nodes`` equal-mass nodes of P0's conditional
+    law given the heard terms (a truncated normal; uniform when nothing is heard).
+    H alternative fields (e.g. transmitter heights) are mixed with ``log_weight``.
+
+    Parameters
+    ----------
+    mean_rx_db
+        Predicted received power at each grid point for P0 = 0 dB: (R, G) or
+        (H, R, G) shared by the sessions, or (H, B, R, G) per session; dB in the
+        reference of ``obs`` (any per-receiver constant such as a known gain
+        offset belongs here).
+    var_db2
+        Variance of that prediction (dB²), broadcastable to ``mean_rx_db``
+        (0: the field is known exactly, as for the oracle; a radio map's kriging variance).
+    obs
+        Observations of B sessions (:func:`power_observations`).
+    p0_range_db
+        Support (lo, hi) of the uniform prior of P0, dB (dBm for dBm data).
+    log_weight
+        Log weights (H,) of the alternative fields, summing to 1 in probability; None: equal.
+    log_prior
+        Log prior density of the position on the grid (G,); None: flat.
+    p0_nodes
+        Quadrature nodes of P0 for the censored terms.
+    prune_nats
+        Cells more than this below the session's best heard-only value skip the
+        censored terms (−inf; they are ≤ 0), unless that leaves no cell within
+        20 nats of the cut.
+
+    Returns
+    -------
+    NDArray
+        Unnormalised log posterior (B, G), nats; −inf where pruned.
+
+    """
+    mean = np.asarray(mean_rx_db, dtype=np.float64)
+    if mean.ndim == 2:
+        mean = mean[None]
+    n_h = mean.shape[0]
+    var = np.broadcast_to(np.asarray(var_db2, dtype=np.float64), mean.shape)
+    exact = not np.any(var)
+    lw = np.full(n_h, -np.log(n_h)) if log_weight is None else np.asarray(log_weight, dtype=np.float64)
+    lo, hi = p0_range_db
+    parts = []
+    for k in range(n_h):
+        if exact:
+            m, big_w, q = heard_stats(obs, mean[k])
+            big_w = np.broadcast_to(big_w[:, None], m.shape)
+            log_det = np.zeros_like(m)
+        else:
+            m, big_w, q, log_det = heard_stats_var(obs, mean[k], var[k])
+        sw = np.sqrt(big_w)
+        heard = big_w > 0
+        with np.errstate(divide="ignore"):
+            mass = log_interval_prob((lo - m) * sw, (hi - m) * sw) if not exact else None
+        if exact:  # one W per session: the tabulated prior mass is exact to ~0.001 nats
+            mass = log_power_prior_mass(m, sw[:, 0], lo, hi)
+        with np.errstate(divide="ignore"):
+            ll = -0.5 * q + 0.5 * log_det - 0.5 * np.log(np.where(heard, big_w, 1.0)) + mass
+        parts.append(np.where(heard, ll, 0.0) + lw[k])
+    out = np.stack(parts)  # (H, B, G)
+    for b in np.flatnonzero(np.any(obs.cens_sign != 0, axis=1)):
+        out[:, b] = _with_censored(obs.select([b]), mean, var, b, out[:, b], (lo, hi), p0_nodes, prune_nats)
+    total = logsumexp0(out)
+    return total if log_prior is None else total + np.asarray(log_prior)[None]
+
+
+def _with_censored(
+    obs: PowerObservations,
+    mean: NDArray[np.float64],
+    var: NDArray[np.float64],
+    b: int,
+    heard: NDArray[np.float64],
+    p0_range_db: tuple[float, float],
+    n_nodes: int,
+    prune_nats: float,
+) -> NDArray[np.float64]:
+    """Add one session's censored terms to its heard log-likelihood (H, G), pruning hopeless cells."""
+    top = heard.max()
+    cols = np.flatnonzero(heard.max(axis=0) >= top - prune_nats)
+    out = np.full_like(heard, -np.inf)
+    for _ in range(2):
+        for k in range(heard.shape[0]):
+            mu = mean[k] if mean.ndim == 3 else mean[k, b]
+            v = var[k] if var.ndim == 3 else var[k, b]
+            out[k, cols] = heard[k, cols] + _censored_expectation(
+                obs, mu[:, cols], v[:, cols], p0_range_db, n_nodes
+            )
+        if out.max() >= top - prune_nats + 20.0 or len(cols) == heard.shape[1]:
+            break
+        cols = np.arange(heard.shape[1])
+    return out
+
+
+def _censored_expectation(
+    obs: PowerObservations,
+    mean: NDArray[np.float64],
+    var: NDArray[np.float64],
+    p0_range_db: tuple[float, float],
+    n_nodes: int,
+) -> NDArray[np.float64]:
+    """Log E[Π_j Φ] over the law of P0 given one session's heard terms, at C candidates: (C,)."""
+    lo, hi = p0_range_db
+    if np.any(var):
+        m, big_w, _, _ = heard_stats_var(obs, mean, var)
+        m, big_w = m[0], big_w[0]
+    else:
+        m, w1, _ = heard_stats(obs, mean)
+        m, big_w = m[0], np.full(m.shape[1], w1[0])
+    if np.all(big_w > 0):
+        nodes = truncated_normal_nodes(m, 1.0 / np.sqrt(big_w), lo, hi, n_nodes)  # (C, K)
+    else:
+        u = (np.arange(n_nodes) + 0.5) / n_nodes
+        nodes = np.broadcast_to(lo + (hi - lo) * u, (mean.shape[1], n_nodes))
+    sigma = obs.cens_sigma_db[0][:, None]
+    scale = np.sqrt(sigma**2 + var)  # (R, C)
+    ll = np.zeros(nodes.shape)
+    for j in np.flatnonzero(obs.cens_sign[0] != 0):
+        z = (obs.cens_db[0, j] - nodes - mean[j][:, None]) / scale[j][:, None]
+        ll += log_ndtr(float(obs.cens_sign[0, j]) * z)
+    return logsumexp(ll, axis=1) - np.log(n_nodes)

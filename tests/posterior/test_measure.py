@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from heimdall.data.session import HEARD, MODES, OFFLINE, SessionBatch
-from heimdall.eval.measure import gamma_quantile_bias, measure_power
+from heimdall.posterior.measure import gamma_quantile_bias, measure_power
 from heimdall.sim import World
+from heimdall.sim.simulator import band_of
 
 
 @pytest.fixture(scope="module")
@@ -76,16 +77,17 @@ def test_offline_slots_are_nan_and_not_heard(sim_batch: SessionBatch) -> None:
 def test_against_simulator_bookkeeping(sim_batch: SessionBatch, world: World) -> None:
     """Measured band power vs the simulator's true received power plus the hidden gain offset.
 
-    Reference: ``rx_power_dbm`` (true mean power at the antenna) + ``World.gain_offset_db``
-    (what the nominal full scale misses) and ``rx_snr_db``. Tolerances from the error
+    Reference: ``rx_power_dbm`` (true mean power at the antenna) + the band's true gain
+    offset (what the nominal full scale misses) and ``rx_snr_db``. Tolerances from the error
     budget: at SNR ≥ 10 dB the noise subtraction errs < 0.1 dB; at 0–10 dB wideband
     modes (NBFM, FSK fill most of the 12 kHz band) bias the floor by up to ~0.3 dB, so
-    band power by up to ~0.5 dB; the carrier's noise floor is within 0.5 dB of
-    thermal + man-made noise (quantisation noise adds ~0.2 dB).
+    band power by up to ~0.5 dB; the carrier's noise floor is within 0.7 dB of
+    the capture's noise (thermal, man-made, site offset and wander; quantisation adds ~0.2 dB).
     """
     m = measure_power(sim_batch)
     ok = m.online & ~m.clipped
-    truth = sim_batch.rx_power_dbm + world.gain_offset_db[None, :]
+    gain = np.stack([world.gain_offset_db_for(band_of(f)) for f in sim_batch.center_freq_hz])
+    truth = sim_batch.rx_power_dbm + gain
     snr = sim_batch.rx_snr_db
     err = m.band_dbm - truth
     strong = ok & (snr >= 10.0)
@@ -94,11 +96,14 @@ def test_against_simulator_bookkeeping(sim_batch: SessionBatch, world: World) ->
     assert np.max(np.abs(err[strong])) < 0.1
     assert np.max(np.abs(err[mid])) < 0.8
     assert abs(np.mean(err[mid])) < 0.3
-    noise_true = np.stack([world.noise_dbm(f / 1e6) for f in sim_batch.center_freq_hz]) + world.gain_offset_db
+    noise_true = sim_batch.rx_power_dbm - sim_batch.rx_snr_db + gain  # this capture's noise floor
     cw = ok & (sim_batch.mode[:, None] == MODES.index("cw"))
     assert cw.sum() > 20
-    assert np.max(np.abs(m.noise_dbm[cw] - noise_true[cw])) < 0.5
-    assert np.max(np.abs(m.snr_db[cw] - snr[cw])) < 0.6
+    # 5 % quantile of 128 Gamma(93)-distributed bins: σ ≈ 0.2 dB per capture; int16 quantisation adds < 0.2 dB
+    assert np.max(np.abs(m.noise_dbm[cw] - noise_true[cw])) < 0.7
+    assert abs(np.mean(m.noise_dbm[cw] - noise_true[cw])) < 0.2
+    cw3 = cw & (snr >= 3.0)  # nearer 0 dB a 0.5 dB floor error moves the SNR by ~1 dB
+    assert np.max(np.abs(m.snr_db[cw3] - snr[cw3])) < 0.8
     # heard flag: the simulator's rule (true SNR >= 0 dB) reproduced from the IQ
     agree = m.heard[ok] == (sim_batch.rx_state[ok] == HEARD)
     assert agree.mean() > 0.98

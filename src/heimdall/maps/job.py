@@ -1,0 +1,70 @@
+"""The ``map fit`` and ``map show`` jobs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from heimdall.errors import HeimdallError
+from heimdall.maps.artifact import load_map, log_map_to_mlflow, save_map
+from heimdall.maps.config import MapsConfig, load_maps_config
+from heimdall.maps.fit import RadioMap, fit_radio_map
+from heimdall.maps.observations import observations_from_store
+from heimdall.maps.plot import draw_maps
+from heimdall.network import load_network
+
+
+def fit_map_from_store(
+    store: str,
+    network: str | None = None,
+    config: str | Path | None = None,
+    previous: RadioMap | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> RadioMap:
+    """Measure the labelled sessions of ``store`` and fit radio maps (the one code path of ``map fit``).
+
+    With ``previous`` only the sessions it does not hold are added (``map fit --update``).
+    """
+    net = load_network(network) if network else (previous.network if previous is not None else None)
+    cfg = load_maps_config(config) if config else (previous.config if previous is not None else MapsConfig())
+    obs, net = observations_from_store(store, net, storage_options, max_label_radius_m=cfg.max_label_radius_m)
+    if previous is not None:
+        if previous.network.ids != net.ids:
+            raise HeimdallError(f"{store}: receivers {net.ids} differ from the map's {previous.network.ids}")
+        known = set(previous.train.session_id.tolist())
+        obs = obs.select(np.array([s not in known for s in obs.session_id.tolist()], dtype=bool))
+        if len(obs) == 0:
+            raise HeimdallError(f"{store}: no labelled sessions that the previous map does not hold")
+    return fit_radio_map(obs, net, cfg, previous=previous)
+
+
+def run_map_fit(
+    store: str,
+    out: str,
+    network: str | None = None,
+    config: str | Path | None = None,
+    update: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+    tracking_uri: str | None = None,
+    log_mlflow: bool = True,
+) -> dict[str, Any]:
+    """Fit (or, with ``update`` = a previous map URI, update) radio maps and write them to ``out``.
+
+    Returns the map's metadata (plus ``mlflow_run_id``).
+    """
+    previous, prev_meta = load_map(update, storage_options) if update else (None, None)
+    m = fit_map_from_store(store, network, config, previous, storage_options)
+    sources = [*prev_meta["sources"], store] if prev_meta else [store]
+    version = int(prev_meta["map_version"]) + 1 if prev_meta else 1
+    meta = save_map(m, out, sources, version, storage_options)
+    if log_mlflow:
+        meta["mlflow_run_id"] = log_map_to_mlflow(meta, out, tracking_uri)
+    return meta
+
+
+def run_map_show(uri: str, out_dir: str | Path, storage_options: dict[str, Any] | None = None) -> list[Path]:
+    """Draw every receiver's field of the map at ``uri`` into ``out_dir``."""
+    m, _ = load_map(uri, storage_options)
+    return draw_maps(m, out_dir)

@@ -1,0 +1,227 @@
+"""What a map fit may read of a labelled store: measured power, receiver metadata, the label.
+
+Per labelled session b and network receiver i the fit sees
+
+- y_bi = measured band power (dBm via the receiver's *nominal* full scale)
+  + 20 log10(f_b / MHz): the free-space frequency term of the path loss
+  (ITU-R P.525) moved into the data, so that one map serves both bands;
+- the receiver's state: heard, silent (power below its measured noise floor
+  + the detection SNR: censored from above), clipped (power above the
+  measured value: censored from below) or offline (no data);
+- the label: the transmitter's position and its uncertainty: the session
+  column ``label_radius_m`` is a 99 % radius (m; ``heimdall data label``
+  writes it); for a circular Gaussian error of σ per axis r99 = σ √(2 ln 100)
+  = 3.03 σ, and σ is what the fit uses; NaN (a simulated or surveyed label) is 0;
+- where the labeller measured the packet burst (``rx_burst_dbfs``,
+  ``rx_burst_noise_dbfs``: APRS, a transmitter keyed for a fraction of the
+  capture), that band power and noise floor replace the whole-capture ones.
+
+Nothing else: the simulator's bookkeeping (true transmit power, height,
+mode, per-receiver true power / SNR / state / clipping) is never read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from heimdall.data.session import SessionBatch
+from heimdall.data.store import SessionStore
+from heimdall.errors import HeimdallError
+from heimdall.network import Network
+from heimdall.posterior.likelihood import PowerObservations, power_observations
+from heimdall.posterior.measure import DETECTION_SNR_DB, measure_power
+
+#: Receiver states of a labelled observation.
+UNUSED, HEARD, SILENT, CLIPPED = 0, 1, 2, 3
+#: Bands a map has a field for (index = ``LabelledObservations.band``), and where they split, Hz.
+BANDS = ("2m", "70cm")
+BAND_SPLIT_HZ = 300e6
+#: r99 / σ of a circular Gaussian position error: √(2 ln 100).
+R99_PER_SIGMA = float(np.sqrt(2.0 * np.log(100.0)))
+
+
+@dataclass(frozen=True)
+class LabelledObservations:
+    """N labelled sessions seen by the R receivers of one network.
+
+    Attributes
+    ----------
+    session_id
+        (N,) session ids.
+    pos_km
+        (N, 2) label positions (east, north) in the network's local frame, km.
+    radius_km
+        (N,) label position uncertainty, σ per axis, km (0: exact).
+    y_db
+        (N, R) measured power + 20 log10(f / MHz), dB (dBm at nominal full scale); NaN unless heard.
+    cens_db
+        (N, R) censoring level, same reference as ``y_db``: the silent receiver's
+        threshold (noise + detection SNR) or the clipped receiver's measured power.
+    state
+        (N, R) :data:`UNUSED`, :data:`HEARD`, :data:`SILENT` or :data:`CLIPPED`.
+    band
+        (N,) band index into :data:`BANDS` (0: 2 m, 1: 70 cm) of the carrier.
+
+    """
+
+    session_id: NDArray[np.int64]
+    pos_km: NDArray[np.float64]
+    radius_km: NDArray[np.float64]
+    y_db: NDArray[np.float64]
+    cens_db: NDArray[np.float64]
+    state: NDArray[np.int8]
+    band: NDArray[np.int8]
+
+    def __len__(self) -> int:
+        return len(self.session_id)
+
+    def select(self, index: NDArray[np.int64] | NDArray[np.bool_] | slice) -> LabelledObservations:
+        """Sessions at ``index``."""
+        return LabelledObservations(
+            self.session_id[index], self.pos_km[index], self.radius_km[index],
+            self.y_db[index], self.cens_db[index], self.state[index], self.band[index],
+        )  # fmt: skip
+
+    @staticmethod
+    def concat(parts: list[LabelledObservations]) -> LabelledObservations:
+        """Concatenate along sessions (same network)."""
+        return LabelledObservations(
+            *(
+                np.concatenate([getattr(p, f) for p in parts])
+                for f in LabelledObservations.__dataclass_fields__
+            )
+        )
+
+    def power_observations(self, sigma_db: float) -> PowerObservations:
+        """The likelihood's observations (:func:`heimdall.posterior.likelihood.power_observations`), σ in dB.
+
+        The measured band power (heard, clipped) and noise floor (silent: threshold
+        − detection SNR) go through the same constructor as the oracle's.
+        """
+        heard = (self.state == HEARD) | (self.state == CLIPPED)
+        band = np.where(self.state == HEARD, self.y_db, np.where(self.state == CLIPPED, self.cens_db, np.nan))
+        noise = np.where(self.state == SILENT, self.cens_db - DETECTION_SNR_DB, np.nan)
+        return power_observations(
+            band, noise, heard, self.state != UNUSED, self.state == CLIPPED, sigma_db, DETECTION_SNR_DB
+        )
+
+    def to_arrays(self) -> dict[str, NDArray]:
+        """Arrays for an ``.npz`` (prefix ``obs_``)."""
+        return {f"obs_{f}": getattr(self, f) for f in LabelledObservations.__dataclass_fields__}
+
+    @staticmethod
+    def from_arrays(arrays: Any) -> LabelledObservations:
+        """Inverse of :meth:`to_arrays` (maps written before ``band`` existed: all 2 m)."""
+        out = {
+            f: arrays[f"obs_{f}"] for f in LabelledObservations.__dataclass_fields__ if f"obs_{f}" in arrays
+        }
+        out.setdefault("band", np.zeros(len(out["session_id"]), np.int8))
+        return LabelledObservations(**{k: np.asarray(v) for k, v in out.items()})
+
+
+def band_index(freq_hz: NDArray[np.float64]) -> NDArray[np.int8]:
+    """Index into :data:`BANDS` of carrier frequencies (Hz): 0 below :data:`BAND_SPLIT_HZ`, else 1."""
+    return (np.asarray(freq_hz) >= BAND_SPLIT_HZ).astype(np.int8)
+
+
+def observations_from_batch(
+    batch: SessionBatch, network: Network, labelled_only: bool = True
+) -> LabelledObservations:
+    """Measure a batch's IQ and map its receiver slots onto ``network`` (by station id).
+
+    Band power, noise floor, heard and clipped come from
+    :func:`heimdall.posterior.measure.measure_power`, or from the labeller's burst
+    measurement where it exists. Unlabelled sessions are dropped (``labelled_only``)
+    or kept with NaN positions; slots whose station is not in the network are ignored.
+    """
+    keep = np.flatnonzero(batch.labelled) if labelled_only else np.arange(batch.n_sessions)
+    batch = batch.select(keep)
+    radius_km = np.nan_to_num(batch.label_radius_m) / R99_PER_SIGMA / 1000.0
+    meas = measure_power(batch)
+    burst = meas.online & np.isfinite(batch.rx_burst_dbfs) & np.isfinite(batch.rx_burst_noise_dbfs)
+    band_dbm = np.where(burst, batch.rx_burst_dbfs + batch.rx_fullscale_dbm, meas.band_dbm)
+    noise_dbm = np.where(burst, batch.rx_burst_noise_dbfs + batch.rx_fullscale_dbm, meas.noise_dbm)
+    heard = np.where(burst, band_dbm - noise_dbm >= DETECTION_SNR_DB, meas.heard) & meas.online
+    shift = 20.0 * np.log10(batch.center_freq_hz / 1e6)[:, None]
+    n, r = batch.n_sessions, len(network.receivers)
+    y = np.full((n, r), np.nan)
+    cens = np.full((n, r), np.nan)
+    state = np.full((n, r), UNUSED, dtype=np.int8)
+    ids = {rid: k for k, rid in enumerate(network.ids)}
+    band = band_dbm + shift
+    thresh = noise_dbm + DETECTION_SNR_DB + shift
+    for slot in range(batch.n_receivers):
+        col = np.array([ids.get(str(s), -1) for s in batch.rx_station[:, slot]])
+        for b in np.flatnonzero(col >= 0):
+            i = col[b]
+            if heard[b, slot] and not meas.clipped[b, slot]:
+                y[b, i], state[b, i] = band[b, slot], HEARD
+            elif heard[b, slot]:
+                cens[b, i], state[b, i] = band[b, slot], CLIPPED
+            elif meas.online[b, slot]:
+                cens[b, i], state[b, i] = thresh[b, slot], SILENT
+    east, north = network.frame.to_local_km(batch.tx_lat_deg, batch.tx_lon_deg)
+    return LabelledObservations(
+        session_id=batch.session_id.astype(np.int64),
+        pos_km=np.stack([east, north], axis=-1).astype(np.float64),
+        radius_km=radius_km,
+        y_db=y,
+        cens_db=cens,
+        state=state,
+        band=band_index(batch.center_freq_hz),
+    )
+
+
+def store_network(store: SessionStore, network: Network | None) -> Network:
+    """The network of a store: the one given, else the store's metadata ``network``."""
+    if network is not None:
+        return network
+    meta = store.metadata.get("network")
+    if not meta:
+        raise HeimdallError(f"{store.uri}: the store's metadata has no 'network'; give --network")
+    return Network.model_validate(meta)
+
+
+def observations_from_store(
+    uri: str,
+    network: Network | None = None,
+    storage_options: dict[str, Any] | None = None,
+    limit: int | None = None,
+    max_label_radius_m: float | None = None,
+) -> tuple[LabelledObservations, Network]:
+    """Every labelled session of a store (shard by shard), with the network used.
+
+    Parameters
+    ----------
+    uri
+        Session store (folder or ``s3://``).
+    network
+        Receiver network; default the store's metadata ``network``.
+    storage_options
+        Object-store settings.
+    limit
+        Read only the first ``limit`` sessions.
+    max_label_radius_m
+        Leave out labels whose 99 % radius (``label_radius_m``) is larger, m.
+
+    """
+    store = SessionStore.open(uri, storage_options=storage_options)
+    net = store_network(store, network)
+    parts, done = [], 0
+    for shard in store.iter_shards():
+        total = len(store) if limit is None else min(limit, len(store))
+        if done >= total:
+            break
+        batch = shard.select(slice(0, total - done)) if shard.n_sessions > total - done else shard
+        done += batch.n_sessions
+        if max_label_radius_m is not None:
+            batch = batch.select(np.flatnonzero(~(batch.label_radius_m > max_label_radius_m)))
+        parts.append(observations_from_batch(batch, net))
+    obs = LabelledObservations.concat(parts) if parts else None
+    if obs is None or len(obs) == 0:
+        raise HeimdallError(f"{uri}: no labelled sessions (tx_lat_deg / tx_lon_deg) to fit a map from")
+    return obs, net
