@@ -82,7 +82,8 @@ def run_world(world: int, args: argparse.Namespace) -> dict:
     power = dict(zip(ids.tolist(), power.tolist(), strict=True))
     wcfg = WorldConfig.model_validate(store.metadata["world"])
     true_hyper = FieldHyper(wcfg.static_shadowing_sigma_db, wcfg.static_shadowing_corr_km,
-                            capture_sigma_db(wcfg, net.receivers[0].sample_rate_hz))  # fmt: skip
+                            capture_sigma_db(wcfg, net.receivers[0].sample_rate_hz),
+                            wcfg.band_field_correlation)  # fmt: skip
     cfg = MapsConfig(power_range_dbm=(wcfg.tx_power_dbm_min, wcfg.tx_power_dbm_max))
     for n in ns:
         path = root / f"{args.labels}-N{n}-test{args.test}.json"

@@ -25,7 +25,6 @@ import torch
 from heimdall.data.store import SessionStore
 from heimdall.eval.centroid import weighted_centroid
 from heimdall.eval.geometry import inside_hull, session_geometry
-from heimdall.posterior.measure import measure_power
 from heimdall.models.config import load_config
 from heimdall.models.data import (
     SimulatedBatches,
@@ -40,6 +39,7 @@ from heimdall.models.metrics import gaussian_metrics
 from heimdall.models.predict import load_model
 from heimdall.models.train import build_model, run_training
 from heimdall.network import Network
+from heimdall.posterior.measure import measure_power
 
 
 def throughput(config: str, seconds: float = 20.0) -> dict[str, float]:

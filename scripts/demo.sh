@@ -20,3 +20,11 @@ echo "== 4. export to ONNX in the object store ($OUT/models), register in MLflow
 $H export --run "$(field run_id)" --evaluation "$OUT/evaluation/report.json" --out "$OUT/models/heimdall" \
   --register heimdall --alias production > "$OUT/export.json"
 $H locate "$OUT/test#0" --model models:/heimdall@production --geojson "$OUT/located.geojson"
+echo "== 5. learn the terrain of a world the production model never saw (nw-italy, world seed 105) from APRS"
+echo "      beacons: simulated APRS traffic -> data label (Dire Wolf) -> map fit -> map locate of a voice session"
+$H simulate --network nw-italy --mode aprs --positions clustered --sessions 300 --world-seed 105 --seed 31 \
+  --out "$OUT/aprs" > /dev/null
+$H data label "$OUT/aprs" --out "$OUT/aprs-labelled" --json
+$H map fit "$OUT/aprs-labelled" --out "$OUT/maps/w105" > /dev/null
+$H simulate --network nw-italy --mode nbfm --sessions 1 --world-seed 105 --seed 32 --out "$OUT/w105-voice" > /dev/null
+$H map locate "$OUT/w105-voice#0" --map "$OUT/maps/w105" --geojson "$OUT/w105-located.geojson"

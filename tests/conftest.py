@@ -11,12 +11,46 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from heimdall.network import Network, load_network
 from heimdall.sim import World, WorldConfig, load_world
+
+# ---------------------------------------------------------------------- files opened by the code under test
+_WATCHES: list[tuple[str, list[str]]] = []
+
+
+def _audit(event: str, args: tuple) -> None:
+    if event != "open" or not _WATCHES or not isinstance(args[0], str | bytes | os.PathLike):
+        return
+    real = os.path.realpath(os.fsdecode(args[0]))
+    for folder, seen in _WATCHES:
+        if real == folder or real.startswith(folder + os.sep):
+            seen.append(real)
+
+
+sys.addaudithook(_audit)  # process-wide and permanent; inert while nothing is watched
+
+
+@contextmanager
+def _opens_under(folder: Path) -> Iterator[list[str]]:
+    seen: list[str] = []
+    entry = (os.path.realpath(folder), seen)
+    _WATCHES.append(entry)
+    try:
+        yield seen
+    finally:
+        _WATCHES.remove(entry)
+
+
+@pytest.fixture
+def opens_under():
+    """``with opens_under(folder) as seen:`` collects every file Python opens (links resolved)
+    below ``folder`` while the block runs (an audit hook on ``open``: real files, no mocks)."""
+    return _opens_under
 
 
 @pytest.fixture(scope="session")

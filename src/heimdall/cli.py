@@ -25,6 +25,13 @@ app = typer.Typer(
 networks_app = typer.Typer(help="Receiver networks: list the packaged ones, show one.", no_args_is_help=True)
 app.add_typer(networks_app, name="networks", rich_help_panel="Data")
 console = Console(stderr=True)
+#: Width of tables written to a pipe or a log file (characters): no column is cut.
+_PIPED_WIDTH = 200
+
+
+def stdout_console() -> Console:
+    """A console on stdout; piped or logged, wide enough that tables keep whole headers."""
+    return Console() if sys.stdout.isatty() else Console(width=_PIPED_WIDTH)
 
 
 def progress_bar() -> Progress:
@@ -47,7 +54,7 @@ def networks_list() -> None:
     for name in list_networks():
         net = load_network(name)
         table.add_row(name, str(len(net.receivers)), net.description)
-    Console().print(table)
+    stdout_console().print(table)
 
 
 @networks_app.command("show")
@@ -61,7 +68,7 @@ def networks_show(name: Annotated[str, typer.Argument(help="Packaged network nam
     for rx, (e, n) in zip(net.receivers, net.positions_km, strict=True):
         table.add_row(rx.id, rx.name, f"{rx.lat:.3f}", f"{rx.lon:.3f}", f"{e:.1f}", f"{n:.1f}",
                       f"{rx.height_m:.0f}", f"{rx.noise_figure_db:.1f}", ",".join(rx.bands))  # fmt: skip
-    Console().print(table)
+    stdout_console().print(table)
 
 
 @app.command(rich_help_panel="Data")
@@ -112,7 +119,7 @@ def simulate(
         f"wrote {summary['sessions']} sessions to {out} "
         f"({summary['resumed_shards']} shards resumed) in {elapsed:.1f} s"
     )
-    Console().print_json(json.dumps(summary))
+    stdout_console().print_json(json.dumps(summary))
 
 
 @app.command(rich_help_panel="Model")
@@ -124,9 +131,7 @@ def train(
     val: Annotated[str | None, typer.Option("--val", help="Stored validation set URI.")] = None,
     max_minutes: Annotated[float | None, typer.Option(help="Wall-clock limit of training, minutes.")] = None,
     max_epochs: Annotated[int | None, typer.Option(help="Maximum number of epochs.")] = None,
-    tracking_uri: Annotated[
-        str | None, typer.Option(help="MLflow tracking URI (default sqlite:///mlruns.db).")
-    ] = None,
+    tracking_uri: TrackingOpt = None,
     accelerator: Annotated[str | None, typer.Option(help="cpu, gpu or auto.")] = None,
     devices: Annotated[int | None, typer.Option(help="Number of devices (processes for DDP).")] = None,
     strategy: Annotated[str | None, typer.Option(help="Lightning strategy, e.g. ddp.")] = None,
@@ -159,7 +164,7 @@ def train(
     table = Table("validation metric", "calibrated", "raw", title="final validation metrics")
     for key, value in result.metrics.items():
         table.add_row(key, f"{value:.4g}", f"{result.raw_metrics.get(key, float('nan')):.4g}")
-    Console().print(table)
+    stdout_console().print(table)
     if summary is not None:
         fields = {"run_id": result.run_id, "best_checkpoint": result.best_checkpoint,
                   "temperature": result.temperature, "n_parameters": result.n_parameters,
@@ -176,6 +181,7 @@ app.add_typer(data_app, name="data", rich_help_panel="Data")
 EndpointOpt = Annotated[
     str | None, typer.Option("--endpoint-url", help="S3 endpoint (MinIO ...); default AWS_ENDPOINT_URL.")
 ]
+TrackingOpt = Annotated[str | None, typer.Option(help="MLflow tracking URI (default sqlite:///mlruns.db).")]
 StorageOpt = Annotated[
     list[str] | None, typer.Option("--storage-option", help="Object-store option KEY=VALUE (repeatable).")
 ]
@@ -200,13 +206,13 @@ def data_info(
 
     info = store_info(uri, _options(endpoint_url, storage_option), max_sessions=max_sessions)
     if as_json:
-        Console().print_json(json.dumps(info))
+        stdout_console().print_json(json.dumps(info))
         return
     table = Table("property", "value", title=f"session store {uri}")
     for key, value in info.items():
         if key != "provenance":
             table.add_row(key, json.dumps(value) if isinstance(value, dict | list) else str(value))
-    Console().print(table)
+    stdout_console().print(table)
 
 
 def _run_import(kind: str, src: Path, out: str, shard_size: int, sample_rate: float | None,
@@ -228,7 +234,7 @@ def _run_import(kind: str, src: Path, out: str, shard_size: int, sample_rate: fl
                                   n_samples=samples, storage_options=opts,
                                   progress=lambda n: bar.advance(task, n))  # fmt: skip
     console.print(f"imported {summary['sessions']} sessions into {out} ({summary['n_samples']} samples each)")
-    Console().print_json(json.dumps(summary))
+    stdout_console().print_json(json.dumps(summary))
 
 
 ShardOpt = Annotated[int, typer.Option(help="Sessions per shard.")]
@@ -288,7 +294,7 @@ def data_export_sigmf(
         summary = export_sigmf(uri, out, limit=limit, storage_options=_options(endpoint_url, storage_option),
                                progress=lambda n: bar.advance(task, n))  # fmt: skip
     console.print(f"exported {summary['sessions']} sessions to {out}")
-    Console().print_json(json.dumps(summary))
+    stdout_console().print_json(json.dumps(summary))
 
 
 @data_app.command("split")
@@ -311,7 +317,7 @@ def data_split(
                               storage_options=_options(endpoint_url, storage_option),
                               progress=lambda n: bar.advance(task, n))  # fmt: skip
     console.print(", ".join(f"{k}: {summary[k]['sessions']} sessions" for k in ("train", "val", "test")))
-    Console().print_json(json.dumps(summary))
+    stdout_console().print_json(json.dumps(summary))
 
 
 @data_app.command("label")
@@ -337,7 +343,7 @@ def data_label(
             task = bar.add_task("labelling", total=None)
             summary = run_label(uri, out, policy, options, progress=lambda n: bar.advance(task, n))
         console.print(f"{summary['n_labelled']} of {summary['n_sessions']} sessions labelled into {out}")
-    print(json.dumps(summary)) if as_json else Console().print_json(json.dumps(summary))
+    print(json.dumps(summary)) if as_json else stdout_console().print_json(json.dumps(summary))
 
 
 map_app = typer.Typer(
@@ -359,9 +365,7 @@ def map_fit(
     update: Annotated[
         str | None, typer.Option("--update", help="Previous map URI: add the store's new sessions to it.")
     ] = None,
-    tracking_uri: Annotated[
-        str | None, typer.Option(help="MLflow tracking URI (default sqlite:///mlruns.db).")
-    ] = None,
+    tracking_uri: TrackingOpt = None,
     endpoint_url: EndpointOpt = None,
     storage_option: StorageOpt = None,
 ) -> None:
@@ -373,7 +377,7 @@ def map_fit(
                        tracking_uri=tracking_uri)  # fmt: skip
     keys = ("map_version", "n_labels", "hyper", "metrics", "mlflow_run_id")
     console.print(f"wrote map v{meta['map_version']} to {out}")
-    Console().print_json(json.dumps({k: meta.get(k) for k in keys}))
+    stdout_console().print_json(json.dumps({k: meta.get(k) for k in keys}))
 
 
 @map_app.command("locate")
@@ -452,9 +456,7 @@ def evaluate(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print only the JSON report on stdout.")] = False,
     mlflow_run: Annotated[str | None, typer.Option(help="Log the report to this MLflow run id.")] = None,
-    tracking_uri: Annotated[
-        str | None, typer.Option(help="MLflow tracking URI (default sqlite:///mlruns.db).")
-    ] = None,
+    tracking_uri: TrackingOpt = None,
     endpoint_url: EndpointOpt = None,
     storage_option: StorageOpt = None,
 ) -> None:
@@ -483,7 +485,7 @@ def evaluate(
     table = Table("estimator", "n", *cols, title=title)
     for name, m in report["estimators"].items():
         table.add_row(name, str(m["n"]), *("—" if m[c] is None else f"{m[c]:.3f}" for c in cols))
-    Console().print(table)
+    stdout_console().print(table)
     crlb, hpd = report["crlb_rmse_km"], report["oracle_hpd_coverage"]
     if crlb and crlb["median"] is not None:
         console.print(f"RSS CRLB RMSE: median {crlb['median']:.1f} km, {crlb['singular']} singular sessions")
@@ -512,9 +514,7 @@ def export_cmd(
         Path | None,
         typer.Option(help="report.json of `heimdall evaluate` on a held-out test set (model card figures)."),
     ] = None,
-    tracking_uri: Annotated[
-        str | None, typer.Option(help="MLflow tracking URI (default sqlite:///mlruns.db).")
-    ] = None,
+    tracking_uri: TrackingOpt = None,
     endpoint_url: EndpointOpt = None,
     storage_option: StorageOpt = None,
 ) -> None:
@@ -538,7 +538,7 @@ def export_cmd(
     )
     if report.registered:
         console.print(f"registered {report.registered['model_uri']} (version {report.registered['version']})")
-    Console().print_json(json.dumps({k: v for k, v in report.as_dict().items() if k != "metadata"}))
+    stdout_console().print_json(json.dumps({k: v for k, v in report.as_dict().items() if k != "metadata"}))
 
 
 @app.command(rich_help_panel="Deploy")
@@ -578,9 +578,9 @@ def locate(
 
         write_locate_html(predictor, session, result, html, f"{source} located by {result['model_version']}")
     if as_json:
-        Console().print_json(json.dumps({k: v for k, v in result.items() if k != "geojson"}))
+        stdout_console().print_json(json.dumps({k: v for k, v in result.items() if k != "geojson"}))
         return
-    out = Console()
+    out = stdout_console()
     for line in summary_lines(result):
         out.print(line)
     out.print(receivers_table(result))

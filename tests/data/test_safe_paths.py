@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,35 +29,8 @@ from heimdall.errors import HeimdallError
 
 META = {"network": None, "world_seed": 0, "note": "safe paths test"}
 
-# ---------------------------------------------------------------------- audit of opened files
-_WATCHES: list[tuple[str, list[str]]] = []
 
-
-def _audit(event: str, args: tuple[Any, ...]) -> None:
-    if event != "open" or not _WATCHES or not isinstance(args[0], str | bytes | os.PathLike):
-        return
-    real = os.path.realpath(os.fsdecode(args[0]))
-    for folder, seen in _WATCHES:
-        if real == folder or real.startswith(folder + os.sep):
-            seen.append(real)
-
-
-sys.addaudithook(_audit)  # process-wide and permanent; inert while nothing is watched
-
-
-@contextmanager
-def opens_under(folder: Path) -> Iterator[list[str]]:
-    """Collect every file opened (after resolving links) below ``folder`` while the block runs."""
-    seen: list[str] = []
-    entry = (os.path.realpath(folder), seen)
-    _WATCHES.append(entry)
-    try:
-        yield seen
-    finally:
-        _WATCHES.remove(entry)
-
-
-def test_audit_hook_sees_reads_through_links(tmp_path: Path) -> None:
+def test_audit_hook_sees_reads_through_links(opens_under, tmp_path: Path) -> None:
     """The instrument itself: a read through a symbolic link is seen (else the tests below prove nothing)."""
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "f").write_text("x")
@@ -197,7 +168,7 @@ def _read_everything(root: Path) -> None:
 
 @pytest.mark.parametrize("case", list(SIGMF_CASES))
 def test_sigmf_names_leaving_the_folder_are_refused(
-    tmp_path: Path, sessions12: SessionBatch, case: str
+    opens_under, tmp_path: Path, sessions12: SessionBatch, case: str
 ) -> None:
     root, session, planted = _sigmf_pair(tmp_path, sessions12)
     _read_everything(root)  # the untouched export reads fine
@@ -298,7 +269,7 @@ def _read_store(uri: str) -> SessionBatch:
 
 @pytest.mark.parametrize("case", list(STORE_CASES))
 def test_store_commit_records_leaving_the_store_are_refused(
-    tmp_path: Path, sessions12: SessionBatch, case: str
+    opens_under, tmp_path: Path, sessions12: SessionBatch, case: str
 ) -> None:
     victim, outside = _store_pair(tmp_path, sessions12)
     np.testing.assert_array_equal(_read_store(str(victim)).session_id, sessions12.session_id[:2])
@@ -400,7 +371,7 @@ ACQ_CASES: dict[str, Callable[[Path, Path], str]] = {
 
 
 @pytest.mark.parametrize("case", list(ACQ_CASES))
-def test_acquisition_files_leaving_the_folder_are_refused(tmp_path: Path, case: str) -> None:
+def test_acquisition_files_leaving_the_folder_are_refused(opens_under, tmp_path: Path, case: str) -> None:
     root, outside = tmp_path / "acq", tmp_path / "outside"
     _write_acquisition_session(root / "sessions" / "1", seed=1)
     _write_acquisition_session(outside / "9", seed=9)

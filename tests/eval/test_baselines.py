@@ -17,8 +17,8 @@ from heimdall.sim import World, load_world
 
 # "Noise-free": no per-capture shadowing, a static direct path (K = 60 dB, no Doppler), one height.
 NOISE_FREE = dict(
-    capture_shadowing_sigma_db=0.0, rician_k_db=60.0, doppler_hz=0.0, tx_height_m_min=5.0, tx_height_m_max=5.0,
-    site_noise_sigma_db=0.0, noise_wander_sigma_db=0.0, band_gain_correlation=1.0,
+    capture_shadowing_sigma_db=0.0, rician_k_db=60.0, doppler_hz=0.0, tx_height_m_min=5.0,
+    tx_height_m_max=5.0, site_noise_sigma_db=0.0, noise_wander_sigma_db=0.0, band_gain_correlation=1.0,
 )  # fmt: skip
 
 
@@ -117,8 +117,9 @@ def test_tdoa_ml_recovers_truth_on_synchronised_wideband(network: Network) -> No
 
 def test_fading_scatter_matches_rayleigh_closed_form() -> None:
     """K → −∞, no Doppler: the capture power is |CN(0,1)|² ~ Exp(1), whose dB value has
-    mean −10 γ / ln 10 = −2.507 dB and σ (10 / ln 10) π / sqrt(6) = 5.57 dB (closed forms)."""
+    mean −10 γ / ln 10 = −2.507 dB and σ (10 / ln 10) π / sqrt(6) = 5.57 dB (closed forms);
+    16,000 draws: standard error 0.044 dB of the mean, the tolerance is 7 of them."""
     cfg = load_world().with_overrides(rician_k_db=-60.0, doppler_hz=0.0)
-    fade = fading_scatter(cfg, 12000.0, n=4000, seed=1)
+    fade = fading_scatter(cfg, 12000.0, n=16000, seed=1)
     assert fade.mean_db == pytest.approx(-2.507, abs=0.3)
     assert fade.sigma_db == pytest.approx(5.570, abs=0.25)

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,32 +25,6 @@ from heimdall.export.predictor import METADATA_KEY, OnnxPredictor, load_predicto
 W = np.arange(6, dtype=np.float32).reshape(3, 2) / 10.0
 C = np.array([[4.0, 1.0], [1.0, 9.0]], dtype=np.float32)
 FIELD = r"field \"external_data location of initializer 'W'\" names"
-
-_WATCHES: list[tuple[str, list[str]]] = []
-
-
-def _audit(event: str, args: tuple[Any, ...]) -> None:
-    if event != "open" or not _WATCHES or not isinstance(args[0], str | bytes | os.PathLike):
-        return
-    real = os.path.realpath(os.fsdecode(args[0]))
-    for folder, seen in _WATCHES:
-        if real == folder or real.startswith(folder + os.sep):
-            seen.append(real)
-
-
-sys.addaudithook(_audit)  # process-wide and permanent; inert while nothing is watched
-
-
-@contextmanager
-def opens_under(folder: Path) -> Iterator[list[str]]:
-    """Files opened by Python (links resolved) below ``folder`` while the block runs."""
-    seen: list[str] = []
-    entry = (os.path.realpath(folder), seen)
-    _WATCHES.append(entry)
-    try:
-        yield seen
-    finally:
-        _WATCHES.remove(entry)
 
 
 def _external(name: str, array: np.ndarray, location: str, offset: int) -> TensorProto:
@@ -147,7 +118,9 @@ def _symlink(folder: Path, outside: Path) -> tuple[str, str]:
 
 
 @pytest.mark.parametrize("plant", [_relative, _absolute, _symlink], ids=["../", "absolute", "symlink"])
-def test_external_data_leaving_the_folder_is_refused(layout: tuple[Path, Path], plant: Any) -> None:
+def test_external_data_leaving_the_folder_is_refused(
+    opens_under, layout: tuple[Path, Path], plant: Any
+) -> None:
     folder, outside = layout
     location, why = plant(folder, outside)
     (folder / "model.onnx").write_bytes(model_bytes(location))
@@ -157,7 +130,7 @@ def test_external_data_leaving_the_folder_is_refused(layout: tuple[Path, Path], 
 
 
 def test_external_data_in_a_model_from_bytes_is_refused(
-    layout: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    opens_under, layout: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Bytes (a URI, the registry) have no folder: a weights.bin in the working directory is never used."""
     _, outside = layout

@@ -70,7 +70,7 @@ def _check_round_trip(labelled: str, uri: str, tmp_path: Path, log: bool) -> Non
     assert back["map_version"] == 1 and back["n_labels"] == m.n_labels == meta["n_labels"]
     for key in ("network", "frame", "grid", "hyper", "metrics", "created_utc", "sources"):
         assert key in back
-    assert m.field_db.shape == (7, back["grid"]["n_north"], back["grid"]["n_east"])
+    assert m.field_db.shape == (2, 7, back["grid"]["n_north"], back["grid"]["n_east"])  # 2 m, 70 cm
     assert np.all(m.field_var_db2 <= m.hyper.sigma_db**2 + 1e-3)
     if not log:
         return

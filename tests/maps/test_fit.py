@@ -65,10 +65,10 @@ def test_estimates_hyper_parameters_and_returns_to_prior_far_away(network) -> No
     dist = np.min(np.hypot(pts[:, None, 0] - pos[None, :, 0], pts[:, None, 1] - pos[None, :, 1]), axis=1)
     far = (dist > m.config.max_corr_multiple * m.hyper.corr_km).reshape(m.grid.shape)
     assert far.sum() > 1000
-    assert np.abs(m.field_db[:, far]).max() == 0.0
-    np.testing.assert_allclose(m.field_var_db2[:, far], m.hyper.sigma_db**2, rtol=1e-5)
+    assert np.abs(m.field_db[:, :, far]).max() == 0.0
+    np.testing.assert_allclose(m.field_var_db2[:, :, far], m.hyper.sigma_db**2, rtol=1e-5)
     near = (dist < 1.0).reshape(m.grid.shape)
-    assert m.field_var_db2[:, near].mean() < 0.2 * m.hyper.sigma_db**2
+    assert m.field_var_db2[0][:, near].mean() < 0.2 * m.hyper.sigma_db**2
 
 
 @pytest.mark.slow

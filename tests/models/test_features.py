@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from heimdall.models.features import FeatureBlock, bin_edges, binning_matrix
+from heimdall.posterior.measure import capture_powers
 
 FS = 12000.0
 
@@ -75,3 +76,24 @@ def test_feature_block_onnxruntime_matches_torch(tmp_path, binning: str) -> None
     assert np.abs(spec_o - spec_t.numpy()).max() < 1e-4
     assert np.abs(sc_o[:, :3] - sc_t.numpy()[:, :3]).max() < 1e-4
     assert np.abs(sc_o[:, 3] - sc_t.numpy()[:, 3]).max() < 1e-2  # Hz
+
+
+@pytest.mark.parametrize(
+    ("amp", "f_hz", "noise_power"),
+    [(0.0, 0.0, 1e-5), (0.003, 700.0, 1e-5), (0.01, -2300.0, 1e-5), (0.05, 1000.0, 1e-5), (0.2, 150.0, 1e-6)],
+)
+def test_total_power_noise_floor_and_snr_match_the_numpy_measurement(
+    amp: float, f_hz: float, noise_power: float
+) -> None:
+    """One definition: on the same int16 IQ (noise alone, tone at SNR −0.8 … +46 dB) the torch
+    features' total power, noise floor and SNR equal heimdall.posterior.measure's within
+    0.01 dB (float32 against float64 arithmetic)."""
+    rows = [_tone_plus_noise(12000, amp, f_hz, noise_power, seed) for seed in range(3)]
+    iq16 = np.clip(np.round(np.stack(rows) * 32768.0), -32768, 32767).astype(np.int16)
+    total, noise = capture_powers(iq16)
+    _, sc = FeatureBlock(12000, FS)(torch.from_numpy(iq16.astype(np.float32) / 32768.0))
+    sc = sc.double().numpy()
+    np.testing.assert_allclose(sc[:, 0], 10 * np.log10(total), atol=0.01)
+    np.testing.assert_allclose(sc[:, 1], 10 * np.log10(noise), atol=0.01)
+    snr = 10 * np.log10(np.maximum(total - noise, 1e-3 * noise) / noise)  # the features floor SNR at −30 dB
+    np.testing.assert_allclose(sc[:, 2], snr, atol=0.01)

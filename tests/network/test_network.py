@@ -9,7 +9,7 @@ from heimdall.errors import HeimdallError
 from heimdall.network import list_networks, load_network
 from heimdall.network.network import parse_network
 
-DESIGN_STATIONS = {  # DESIGN.md §8
+DEFAULT_STATIONS = {  # docs/ARCHITECTURE.md §8
     "Aquila di Giaveno": (45.020, 7.290),
     "Montanaro": (45.234, 7.857),
     "Torino": (45.044, 7.672),
@@ -23,7 +23,7 @@ DESIGN_STATIONS = {  # DESIGN.md §8
 def test_default_network_matches_design() -> None:
     net = load_network("nw-italy")
     assert "nw-italy" in list_networks()
-    assert {rx.name: (rx.lat, rx.lon) for rx in net.receivers} == DESIGN_STATIONS
+    assert {rx.name: (rx.lat, rx.lon) for rx in net.receivers} == DEFAULT_STATIONS
     assert all(set(rx.bands) == {"2m", "70cm"} for rx in net.receivers)
     # the reference point sits inside the network: every receiver within 120 km of it
     assert (abs(net.positions_km) < 120).all()

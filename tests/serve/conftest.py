@@ -77,6 +77,16 @@ def model_path(tmp_path_factory: pytest.TempPathFactory, short_world: World) -> 
 
 
 @pytest.fixture(scope="session")
+def family_model_path(tmp_path_factory: pytest.TempPathFactory, short_world: World) -> Path:
+    """The tiny model as if trained on a network family (its metadata names the family)."""
+    model = tiny_model(short_world.network, short_world.config)
+    model.metadata["network_family"] = {"name": "piemonte-liguria"}
+    path = tmp_path_factory.mktemp("served-family") / "model.onnx"
+    path.write_bytes(to_onnx_bytes(model, model_metadata(model)))
+    return path
+
+
+@pytest.fixture(scope="session")
 def predictor(model_path: Path) -> OnnxPredictor:
     return OnnxPredictor(model_path.read_bytes(), str(model_path))
 

@@ -15,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from scipy.stats import multivariate_normal, norm
 
+from heimdall.export.predictor import OnnxPredictor
 from heimdall.network.geodesy import geodesic_distance_km
 from heimdall.serve.app import create_app
 from heimdall.serve.area import TrainedArea
@@ -166,3 +167,16 @@ def test_a_position_matching_a_station_given_twice_is_a_duplicate(predictor, ses
     )
     r = TestClient(create_app(predictor)).post("/v1/localize", json=twice)
     assert r.status_code == 422 and f"receivers given more than once: {station.id}" in r.text
+
+
+def test_a_family_trained_model_takes_receivers_anywhere(family_model_path, short_world, sessions) -> None:
+    """Trained on networks drawn from a family: a receiver 5 km from every station is no stranger
+    (answered, listed nowhere), where the fixed-station model refuses it (the test above)."""
+    body = session_request(sessions, 0)
+    i = _online_index(body)
+    station = short_world.network.receivers[short_world.network.index_of(body["receivers"][i]["station"])]
+    moved = _moved(body, i, station.lat - 5.0 / 111.13, station.lon)
+    predictor = OnnxPredictor(family_model_path.read_bytes(), str(family_model_path))
+    r = TestClient(create_app(predictor)).post("/v1/localize", json=moved)
+    assert r.status_code == 200, r.text
+    assert r.json()["unmapped_receivers"] == []

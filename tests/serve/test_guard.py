@@ -77,6 +77,15 @@ def test_a_request_that_waits_too_long_gets_503_with_retry_after() -> None:
     assert peak == 2  # the busy request and /health, which is never queued
 
 
+def test_page_and_docs_are_never_queued() -> None:
+    """1 slot held by the API: the map page, its static files and the docs still answer at once."""
+    limit = ConcurrencyLimit(None, max_concurrent=1, queue_timeout_s=0.05)  # type: ignore[arg-type]
+    paths = ["/v1/localize", "/", "/static/page.js", "/docs", "/v1/model"]
+    results, peak = _run_concurrently(limit, paths, hold_s=0.3)
+    assert [status for status, _, _ in results] == [200, 200, 200, 200, 503]
+    assert peak == 4
+
+
 def test_a_trickled_body_gets_408_and_frees_its_slot() -> None:
     """A body arriving 10 bytes every 0.1 s, 0.25 s allowed: 408 after 3 chunks; the app never runs."""
     called = []

@@ -258,7 +258,9 @@ def test_upload_draws_the_service_answer(browser, page, sigmf_session: Path, ses
     assert len(browser.find_elements("css selector", "path.heimdall-rx-heard")) == len(heard)
     assert len(browser.find_elements("css selector", "path.heimdall-rx-offline")) == states.count("offline")
     modes = browser.find_elements("css selector", "#modes tbody tr")
-    assert len(modes) == len(posterior["modes"]) and "90.0 %" in modes[0].text
+    assert (
+        len(modes) == len(posterior["modes"]) and "100.0 %" in modes[0].text
+    )  # a Gaussian: one basin, all the mass
     truth = browser.execute_script("return heimdallPage.current.truth.getLatLng()")
     assert truth["lat"] == pytest.approx(float(sessions.tx_lat_deg[0]), abs=1e-9)
 

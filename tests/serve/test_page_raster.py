@@ -58,7 +58,7 @@ def test_gaussian_raster_closed_forms(case: str) -> None:
     [mode] = modes(r)
     lat, _ = FRAME.to_latlon(*mean)
     assert _mahalanobis_sq(FRAME, mean, cov, mode["latitude"], mode["longitude"]) < 0.01
-    assert mode["probability"] == pytest.approx(0.9, abs=0.01)
+    assert mode["probability"] == pytest.approx(1.0, abs=0.01)  # one basin: all the raster's mass
     assert abs(mode["latitude"] - lat) < 0.05
 
 
@@ -78,11 +78,9 @@ def test_rows_are_equally_spaced_in_web_mercator() -> None:
 
 
 def test_two_component_modes_have_the_closed_form_probabilities() -> None:
-    """Two far-apart isotropic Gaussians (weights 0.7, 0.3, same σ).
-
-    The superlevel set {f ≥ t} of component i holds wᵢ − t·2πσ² (when positive); the 90 % region's
-    threshold satisfies Σ (wᵢ − t·2πσ²) = 0.9, so each component holds wᵢ − 0.05.
-    """
+    """Two far-apart isotropic Gaussians (weights 0.7, 0.3, same σ): two modes at the centres,
+    each holding its weight (the basins split at the saddle, where both densities are negligible);
+    the 90 % region's threshold t satisfies Σ (wᵢ − t·2πσ²) = 0.9, so each component holds wᵢ − 0.05."""
     sigma, w1, w2 = 5.0, 0.7, 0.3
     c1, c2 = np.array([-40.0, 0.0]), np.array([40.0, 10.0])
 
@@ -93,12 +91,12 @@ def test_two_component_modes_have_the_closed_form_probabilities() -> None:
     lat, lon = FRAME.to_latlon(np.array([-80.0, 80.0]), np.array([-40.0, 50.0]))
     r = raster_of(FRAME, log_density, (lat.min(), lon.min(), lat.max(), lon.max()), size=400)
     found = modes(r)
-    assert [m["probability"] for m in found] == pytest.approx([w1 - 0.05, w2 - 0.05], abs=0.01)
+    assert [m["probability"] for m in found] == pytest.approx([w1, w2], abs=0.01)
     for m, c in zip(found, (c1, c2), strict=True):
         e, n = FRAME.to_local_km(m["latitude"], m["longitude"])
         assert np.hypot(e - c[0], n - c[1]) < 0.5  # within a pixel (0.4 km) of the component's centre
-    # at 50 %: t·2πσ² = (1 − 0.5) / 2 = 0.25 < w₂, so both components are in, holding 0.45 and 0.05
-    assert [m["probability"] for m in modes(r, 0.5)] == pytest.approx([w1 - 0.25, w2 - 0.25], abs=0.01)
+    t90 = hpd_threshold(r, 0.9) * 2 * np.pi * sigma**2
+    assert t90 == pytest.approx((w1 + w2 - 0.9) / 2, abs=0.005)
     assert len(hpd_contours(r, 0.5)) == len(hpd_contours(r, 0.9)) == 2
 
 

@@ -15,14 +15,14 @@ from heimdall.sim.propagation import (
 
 
 def test_free_space_loss_100km_145mhz() -> None:
-    """Friis: 20 log10(4 pi d f / c) = 115.68 dB at 100 km, 145 MHz (DESIGN.md §3)."""
+    """Friis: 20 log10(4 pi d f / c) = 115.68 dB at 100 km, 145 MHz (docs/ARCHITECTURE.md §3)."""
     independent = 20 * np.log10(4 * np.pi * 100e3 * 145e6 / 299_792_458.0)
     assert abs(float(free_space_loss_db(100.0, 145.0)) - 115.7) <= 0.1
     assert abs(float(free_space_loss_db(100.0, 145.0)) - independent) < 0.01
 
 
 def test_radio_horizon_closed_form() -> None:
-    """4/3 earth: d = 4.12 (sqrt(ht) + sqrt(hr)) km (DESIGN.md §3)."""
+    """4/3 earth: d = 4.12 (sqrt(ht) + sqrt(hr)) km (docs/ARCHITECTURE.md §3)."""
     assert abs(float(radio_horizon_km(9.0, 100.0)) - 4.12 * 13.0) < 0.05
 
 

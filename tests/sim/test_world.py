@@ -1,4 +1,4 @@
-"""The reference world file: every parameter with unit and reason; DESIGN.md's fixed values."""
+"""The reference world file: every parameter with unit and reason; the fixed values (ARCHITECTURE §3)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from heimdall.errors import HeimdallError
 from heimdall.sim import load_world
 from heimdall.sim.world import WorldConfig, reference_world_text
 
-FIXED = {  # DESIGN.md §3, reference world
+FIXED = {  # docs/ARCHITECTURE.md §3, reference world
     "static_shadowing_sigma_db": 8.0,
     "static_shadowing_corr_km": 10.0,
     "capture_shadowing_sigma_db": 2.0,

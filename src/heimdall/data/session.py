@@ -1,4 +1,4 @@
-"""The session: one transmission heard by R receivers at once (DESIGN.md §2, §3b).
+"""The session: one transmission heard by R receivers at once (docs/ARCHITECTURE.md §2, §3b).
 
 A :class:`SessionBatch` holds B sessions with a common receiver slot count R
 (padded with offline slots) and a common capture length T. Receiver states

@@ -28,6 +28,7 @@ from heimdall.eval.noise import capture_sigma_db, fading_scatter, total_sigma_db
 from heimdall.eval.oracle import Oracle
 from heimdall.eval.rss_ml import PathLoss, rss_ml
 from heimdall.eval.tdoa import gabor_bandwidth_hz, tdoa_ml
+from heimdall.eval.threads import start_model
 from heimdall.maps.estimator import RadioMapLocator
 from heimdall.maps.observations import observations_from_batch
 from heimdall.network import LocalFrame, Network
@@ -352,9 +353,17 @@ def _process(
             notes.append("no oracle: the sessions are not simulated from the store's world")
     rx_km = np.where(batch.online[..., None], geo.rx_km, np.nan)
     ests: dict[str, Estimate] = {}
-    if predictor is not None:
-        t = time.perf_counter()
-        mean, cov = predictor.predict(batch)
+    # the model runs in its worker thread (one intra-op thread) beside the baselines
+    pending = start_model(predictor, batch) if predictor is not None else None
+    # the grid products are skinny (R ≤ ~10): one BLAS thread beats contended threads
+    with threadpool_limits(limits=1, user_api="blas"):
+        found = _run_baselines(ctx, batch, meas, geo.rx_km, geo.tx_km, baselines, timings)
+        if radio_map is not None:
+            t = time.perf_counter()
+            found["radio_map_kriging"] = _radio_map_kriging(radio_map, batch, ctx.frame)
+            timings["radio_map_kriging"] = timings.get("radio_map_kriging", 0.0) + time.perf_counter() - t
+    if pending is not None and predictor is not None:
+        mean, cov, seconds = pending.result()
         if (predictor.frame.ref_lat_deg, predictor.frame.ref_lon_deg) != (
             ctx.frame.ref_lat_deg,
             ctx.frame.ref_lon_deg,
@@ -362,15 +371,7 @@ def _process(
             lat, lon = predictor.frame.to_latlon(mean[:, 0], mean[:, 1])
             mean = np.stack(ctx.frame.to_local_km(lat, lon), axis=-1)
         ests["model"] = Estimate(np.asarray(mean, np.float64), np.asarray(cov, np.float64))
-        timings["model"] = timings.get("model", 0.0) + time.perf_counter() - t
-    # the grid products are skinny (R ≤ ~10): one BLAS thread beats contended threads
-    # (the model's own threads are left alone)
-    with threadpool_limits(limits=1, user_api="blas"):
-        found = _run_baselines(ctx, batch, meas, geo.rx_km, geo.tx_km, baselines, timings)
-        if radio_map is not None:
-            t = time.perf_counter()
-            found["radio_map_kriging"] = _radio_map_kriging(radio_map, batch, ctx.frame)
-            timings["radio_map_kriging"] = timings.get("radio_map_kriging", 0.0) + time.perf_counter() - t
+        timings["model"] = timings.get("model", 0.0) + seconds
     for name, res in found.items():
         if isinstance(res, PosteriorEstimate):  # the posterior mean is the estimator's answer
             key = POSTERIOR_NAMES.get(name, name)

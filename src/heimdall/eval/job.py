@@ -11,6 +11,7 @@ from heimdall.errors import HeimdallError
 from heimdall.eval.evaluate import PredictorLike, evaluate_store, parse_baselines
 from heimdall.eval.provenance import check_provenance, enforce
 from heimdall.eval.report import log_to_mlflow, write_report
+from heimdall.eval.threads import MODEL_THREADS
 from heimdall.maps.artifact import load_map
 from heimdall.maps.estimator import RadioMapLocator
 from heimdall.maps.job import fit_map_from_store
@@ -28,7 +29,10 @@ def load_any_predictor(
         if not Path(spec).is_file():
             raise HeimdallError(f"--model: checkpoint {spec!r} does not exist") from None
         return Predictor.from_checkpoint(spec)
-    return load_predictor(spec, storage_options=storage_options, tracking_uri=tracking_uri)
+    # onnxruntime's intra-op pool spins like torch's: one thread (heimdall.eval.threads)
+    return load_predictor(
+        spec, storage_options=storage_options, tracking_uri=tracking_uri, threads=MODEL_THREADS
+    )
 
 
 def _radio_map(

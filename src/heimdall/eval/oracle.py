@@ -17,13 +17,20 @@ the measured floor is exactly the censoring level (the static offset adds nothin
 For each grid cell x (≤ 1 km) the likelihood is integrated over P0 in closed
 form (Gaussian heard terms × uniform prior, :mod:`heimdall.posterior.likelihood`),
 censored (silent, clipped) terms by equal-mass quadrature over the conditional
-law of P0, and over the height by Gauss-Legendre quadrature. The posterior on
-the grid gives the posterior mean (``oracle_mean``, with its covariance), the
-mode (``oracle_map``, with the second moment about it) and the highest-posterior-
-density (HPD) level of the truth, whose coverage checks that the oracle is right.
+law of P0, and over the height by Gauss-Legendre quadrature. The cells that hold
+the mass are then re-evaluated on 125 m sub-cells (:mod:`heimdall.posterior.refine`):
+the static fields are rough within a 1 km cell and the posterior is often narrower
+than one, so the 1 km midpoint rule alone misjudged the HPD level of the truth (it
+covered 83.8 % at the 86.5 % level on world 0). The refined posterior gives the
+posterior mean (``oracle_mean``, with its covariance), the mode (``oracle_map``, with
+the second moment about it) and the highest-posterior-density (HPD) level of the
+truth, whose coverage checks that the oracle is right (docs/EVALUATION.md).
 """
 
 from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numpy.typing import NDArray
@@ -45,6 +52,10 @@ from heimdall.sim import World
 from heimdall.sim.simulator import band_of
 
 _CHUNK = 48
+#: Threads of the oracle: the 2 cores of the reference machine (docs/EVALUATION.md, evaluation speed).
+ORACLE_THREADS = min(
+    2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+)
 #: Log-likelihood margin (nats) below the heard-only maximum beyond which censored terms are skipped.
 PRUNE_NATS = 30.0
 #: Quadrature nodes of P0 for censored terms; Gauss-Legendre nodes of the transmitter height.
@@ -73,15 +84,23 @@ class Oracle:
         Mean of the capture-averaged fading power, dB.
     refine_factor
         Sub-cells per grid cell side where the mass lies (1: the grid alone, midpoint rule).
+    threads
+        Chunks of sessions evaluated at once (threads; each uses one BLAS thread).
 
     """
 
     def __init__(
-        self, world: World, grid: SearchGrid, fading_mean_db: float, refine_factor: int = REFINE_FACTOR
+        self,
+        world: World,
+        grid: SearchGrid,
+        fading_mean_db: float,
+        refine_factor: int = REFINE_FACTOR,
+        threads: int = ORACLE_THREADS,
     ) -> None:
         self.world = world
         self.grid = grid
         self.refine_factor = int(refine_factor)
+        self.threads = max(1, int(threads))
         cfg = world.config
         self.p0_lo, self.p0_hi = cfg.tx_power_dbm_min, cfg.tx_power_dbm_max
         self.model = PathLoss(cfg.path_loss_exponent_near, cfg.path_loss_exponent_far, cfg.horizon_k_factor)
@@ -133,21 +152,26 @@ class Oracle:
         mp, map_cov = np.zeros((n, 2)), np.zeros((n, 2, 2))
         scores = [np.full(n, np.nan) for _ in range(3)]
         bands = np.array([band_of(f) for f in freq_hz])
+        chunks = []
         for band in np.unique(bands):
             idx_band = np.flatnonzero(bands == band)
-            gains = self.gains(str(band))
-            for start in range(0, len(idx_band), _CHUNK):
-                idx = idx_band[start : start + _CHUNK]
-                ob = _shift(
-                    obs.select(idx), -20.0 * np.log10(freq_hz[idx] / 1e6)
-                )  # free-space frequency term
-                post = self.posterior(ob, str(band), gains)
-                mean[idx], cov[idx] = post.moments()
-                best, cell_km = post.best_point_km()
-                mp[idx] = self._refine_map(ob, best, str(band), 0.5 * cell_km)
-                map_cov[idx] = post.moments(mp[idx])[1]
-                for arr, val in zip(scores, self._scores(ob, post, truth_km[idx], str(band)), strict=True):
-                    arr[idx] = val
+            self.gains(str(band))  # computed once, before the threads share it
+            chunks += [(str(band), idx_band[s : s + _CHUNK]) for s in range(0, len(idx_band), _CHUNK)]
+
+        def one(band: str, idx: NDArray[np.int64]) -> None:
+            ob = _shift(obs.select(idx), -20.0 * np.log10(freq_hz[idx] / 1e6))  # free-space frequency term
+            post = self.posterior(ob, band)
+            mean[idx], cov[idx] = post.moments()
+            best, cell_km = post.best_point_km()
+            mp[idx] = self._refine_map(ob, best, band, 0.5 * cell_km)
+            map_cov[idx] = post.moments(mp[idx])[1]
+            for arr, val in zip(scores, self._scores(ob, post, truth_km[idx], band), strict=True):
+                arr[idx] = val
+
+        # chunks are independent and numpy releases the GIL in its kernels: one thread per core
+        with ThreadPoolExecutor(max_workers=min(self.threads, max(1, len(chunks)))) as pool:
+            for fut in [pool.submit(one, band, idx) for band, idx in chunks]:
+                fut.result()
         return PosteriorEstimate(Estimate(mean, cov), Estimate(mp, map_cov), PosteriorScores(*scores))
 
     def posterior(

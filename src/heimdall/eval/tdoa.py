@@ -1,4 +1,4 @@
-"""TDOA maximum likelihood for GNSS-synchronised sessions (DESIGN.md §1, §5).
+"""TDOA maximum likelihood for GNSS-synchronised sessions (docs/ARCHITECTURE.md §1, §5).
 
 1. Correlation: every heard receiver i against the reference r (highest SNR),
    over 256-sample segments of r, each correlated with the matching stretch of

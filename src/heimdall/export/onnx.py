@@ -1,4 +1,4 @@
-"""Export a LocalizationNet to ONNX, check it, and write it to an object store (DESIGN.md §6).
+"""Export a LocalizationNet to ONNX, check it, and write it to an object store (docs/ARCHITECTURE.md §6).
 
 The graph's inputs are what a client holds (contracts §3): ``iq`` float32
 [B, R, T, 2] in full-scale units at the model's sample rate and length,
@@ -194,12 +194,14 @@ def simulated_inputs(metadata: dict[str, Any], n_sessions: int, seed: int) -> di
     from heimdall.models.predict import session_inputs
     from heimdall.network import LocalFrame, Network
     from heimdall.sim import World, WorldConfig
+    from heimdall.sim.family import WorldSeeds
 
     if not metadata.get("network") or not metadata.get("world"):
         return None
     n_t, fs = int(metadata["n_samples"]), float(metadata["sample_rate_hz"])
     config = WorldConfig.model_validate(metadata["world"]).with_overrides(duration_s=n_t / fs)
-    world = World(Network.model_validate(metadata["network"]), config, int(metadata.get("world_seed", 0)))
+    seeds = WorldSeeds.parse(metadata.get("world_seed", 0))  # a family model: its first training world
+    world = World(Network.model_validate(metadata["network"]), config, seeds.lo)
     batch = world.simulate(n_sessions, session_seed=seed)
     return session_inputs(batch, LocalFrame(float(metadata["ref_lat"]), float(metadata["ref_lon"])), n_t)
 

@@ -1,7 +1,7 @@
 """MLflow: log an exported model as a run artifact, register it as a version with an alias, fetch it back.
 
 The tracking store defaults to ``sqlite:///mlruns.db`` in the working folder
-(DESIGN.md §7), or ``$MLFLOW_TRACKING_URI``, or any URI given
+(docs/ARCHITECTURE.md §7), or ``$MLFLOW_TRACKING_URI``, or any URI given
 (``http://…`` for an ``mlflow server``). A registered version's ``source`` is
 the run's ``onnx`` artifact folder (``model.onnx`` + ``model.json``); its tags
 carry the model's metadata (reference point, sample rate, length, network,

@@ -108,14 +108,20 @@ class RadioMapLocator:
         Coarse posterior grid step over the map's area, km.
     refine_factor
         Sub-cells per coarse cell side where the mass lies (1: no refinement).
+    grid
+        The coarse grid (default: ``step_km`` cells over the map's area).
 
     """
 
     def __init__(
-        self, rmap: RadioMap, step_km: float = POSTERIOR_STEP_KM, refine_factor: int = REFINE_FACTOR
+        self,
+        rmap: RadioMap,
+        step_km: float = POSTERIOR_STEP_KM,
+        refine_factor: int = REFINE_FACTOR,
+        grid: SearchGrid | None = None,
     ) -> None:
         self.rmap = rmap
-        self.grid: SearchGrid = search_grid(rmap.grid.area_km, step_km)
+        self.grid: SearchGrid = grid if grid is not None else search_grid(rmap.grid.area_km, step_km)
         self.refine_factor = int(refine_factor)
         cfg = rmap.config
         self.power_range_dbm = tuple(cfg.power_range_dbm)

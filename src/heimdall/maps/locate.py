@@ -35,6 +35,7 @@ def locate_with_map(rmap: RadioMap, batch: SessionBatch) -> dict[str, Any]:
     summary = post.summary()
     to_ll = lambda e, n: [float(v) for v in frame.to_latlon(np.float64(e), np.float64(n))]  # noqa: E731
     out: dict[str, Any] = {
+        **summary,
         "session_id": int(batch.session_id[0]),
         "map_latlon": to_ll(*summary["map_km"]),
         "mean_latlon": to_ll(*summary["mean_km"]),
@@ -48,7 +49,6 @@ def locate_with_map(rmap: RadioMap, batch: SessionBatch) -> dict[str, Any]:
             }
             for m in summary["modes"]
         ],
-        **summary,
         "n_heard": int(np.sum(obs.state[0] == 1)),
         "map_uri_labels": rmap.n_labels,
     }

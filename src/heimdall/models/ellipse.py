@@ -1,4 +1,4 @@
-"""Uncertainty ellipses and coverage (DESIGN.md §3b).
+"""Uncertainty ellipses and coverage (docs/ARCHITECTURE.md §3b).
 
 A 2-D Gaussian N(μ, Σ) in the local (east, north) km frame is reported as its
 1σ ellipse: semi-axes sqrt(λ_max), sqrt(λ_min) of Σ in metres, and the

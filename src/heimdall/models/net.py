@@ -1,4 +1,4 @@
-"""LocalizationNet: receivers' captures -> 2-D Gaussian position of the transmitter (DESIGN.md §4).
+"""LocalizationNet: receivers' captures -> 2-D Gaussian position of the transmitter (docs/ARCHITECTURE.md §4).
 
 Per receiver slot a shared encoder turns the features of :mod:`heimdall.models.features`
 (small CNN over the log-power spectrogram + MLP over the scalars) and the receiver's

@@ -51,7 +51,7 @@ def session_inputs(batch: SessionBatch, frame: LocalFrame, n_samples: int) -> di
 
 
 def to_latlon_ellipses(frame: LocalFrame, mean_km: np.ndarray, cov_km2: np.ndarray) -> list[dict[str, float]]:
-    """Predictions in ``frame`` as latitude / longitude (degrees) and 1σ ellipses (DESIGN.md §3b).
+    """Predictions in ``frame`` as latitude / longitude (degrees) and 1σ ellipses (docs/ARCHITECTURE.md §3b).
 
     Each entry: ``lat``, ``lon``, ``semi_major_m``, ``semi_minor_m``, ``orientation_deg``
     (azimuth of the major axis, clockwise from north, in [0, 180)).

@@ -157,7 +157,7 @@ def build_model(
         "world_seed": spec.world_seed, "dataset_hash": dataset_hash, "config_name": cfg.name,
         "dataset_uri": dataset_uri, "val_dataset_uri": cfg.data.val, "val_dataset_hash": val_hash,
         "train_seed_base": None if cfg.data.train is not None else cfg.train_seed_base,
-        "experiment": cfg.tracking.experiment,
+        "experiment": cfg.tracking.experiment, "network_family": spec.network_family,
     }  # fmt: skip
     torch.manual_seed(cfg.seed)
     model = LocalizationNet(ncfg, Normalisation(), metadata)

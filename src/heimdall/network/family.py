@@ -13,15 +13,14 @@ in ``networks/families/``; any other file is given by path.
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from heimdall.errors import HeimdallError, describe_validation_error
+from heimdall.errors import HeimdallError
 from heimdall.network.geodesy import LocalFrame
-from heimdall.network.network import Band, Network, Receiver, _read_yaml
+from heimdall.network.network import Band, Network, Receiver, list_packaged, load_yaml_model, parse_yaml_model
 
 _PACKAGED = "heimdall.network"
 _MAX_TRIES = 10_000
@@ -149,31 +148,14 @@ class NetworkFamily(BaseModel):
 
 def list_network_families() -> list[str]:
     """Names of the network families packaged with Heimdall."""
-    folder = resources.files(_PACKAGED) / "networks" / "families"
-    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return list_packaged("networks/families")
 
 
 def parse_network_family(text: str, source: str = "<network family>") -> NetworkFamily:
     """Parse and validate a network family from YAML text; errors name the source and field."""
-    data = _read_yaml(text, source)
-    try:
-        return NetworkFamily.model_validate(data)
-    except ValidationError as exc:
-        raise HeimdallError(f"{source}: invalid network family: {describe_validation_error(exc)}") from None
+    return parse_yaml_model(text, source, NetworkFamily, "network family")
 
 
 def load_network_family(name_or_path: str | Path) -> NetworkFamily:
     """Load a packaged network family by name or a family YAML file by path."""
-    path = Path(name_or_path)
-    if path.suffix in {".yaml", ".yml"} or path.exists():
-        if not path.is_file():
-            raise HeimdallError(f"network family file {str(path)!r} does not exist")
-        return parse_network_family(path.read_text(encoding="utf-8"), str(path))
-    name = str(name_or_path)
-    if name not in list_network_families():
-        raise HeimdallError(
-            f"unknown network family {name!r}: give a packaged name "
-            f"({', '.join(list_network_families())}) or a path to a .yaml file"
-        )
-    text = (resources.files(_PACKAGED) / "networks" / "families" / f"{name}.yaml").read_text(encoding="utf-8")
-    return parse_network_family(text, f"packaged network family {name!r}")
+    return load_yaml_model(name_or_path, NetworkFamily, "network family", "networks/families")

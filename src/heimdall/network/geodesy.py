@@ -3,7 +3,7 @@
 The local frame is PROJ's ellipsoidal orthographic projection centred on the
 network's reference point: a point on the ellipsoid is projected along the
 tangent plane's normal, so (east, north) equal the E and N components of the
-local ENU vector (the tangent-plane convention of DESIGN.md §3b), and the
+local ENU vector (the tangent-plane convention of docs/ARCHITECTURE.md §3b), and the
 inverse is exact. Distances inside Heimdall are planar distances in this
 frame; over the ~200 km of a network they differ from geodesics by < 0.1 %.
 """

@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 import yaml
@@ -24,6 +24,7 @@ from heimdall.network.geodesy import LocalFrame
 
 Band = Literal["2m", "70cm"]
 _PACKAGED = "heimdall.network"
+M = TypeVar("M", bound=BaseModel)
 
 
 class Receiver(BaseModel):
@@ -151,10 +152,15 @@ class Network(BaseModel):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
+def list_packaged(folder: str) -> list[str]:
+    """Names of the YAML files packaged in ``folder`` (below ``heimdall/network``)."""
+    root = resources.files(_PACKAGED).joinpath(*folder.split("/"))
+    return sorted(p.name.removesuffix(".yaml") for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
 def list_networks() -> list[str]:
     """Names of the networks packaged with Heimdall."""
-    folder = resources.files(_PACKAGED) / "networks"
-    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return list_packaged("networks")
 
 
 def _read_yaml(text: str, source: str) -> dict:
@@ -167,27 +173,36 @@ def _read_yaml(text: str, source: str) -> dict:
     return data
 
 
-def parse_network(text: str, source: str = "<network>") -> Network:
-    """Parse and validate a network from YAML text; errors name the source and field."""
+def parse_yaml_model(text: str, source: str, model: type[M], what: str) -> M:
+    """Parse and validate YAML text as ``model``; errors name the source and the field."""
     data = _read_yaml(text, source)
     try:
-        return Network.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
-        raise HeimdallError(f"{source}: invalid network: {describe_validation_error(exc)}") from None
+        raise HeimdallError(f"{source}: invalid {what}: {describe_validation_error(exc)}") from None
+
+
+def load_yaml_model(name_or_path: str | Path, model: type[M], what: str, folder: str) -> M:
+    """Load a packaged ``what`` by name (a file of ``folder``) or a YAML file by path."""
+    path = Path(name_or_path)
+    if path.suffix in {".yaml", ".yml"} or path.exists():
+        if not path.is_file():
+            raise HeimdallError(f"{what} file {str(path)!r} does not exist")
+        return parse_yaml_model(path.read_text(encoding="utf-8"), str(path), model, what)
+    name, packaged = str(name_or_path), list_packaged(folder)
+    if name not in packaged:
+        raise HeimdallError(
+            f"unknown {what} {name!r}: give a packaged name ({', '.join(packaged)}) or a path to a .yaml file"
+        )
+    text = resources.files(_PACKAGED).joinpath(*folder.split("/"), f"{name}.yaml").read_text(encoding="utf-8")
+    return parse_yaml_model(text, f"packaged {what} {name!r}", model, what)
+
+
+def parse_network(text: str, source: str = "<network>") -> Network:
+    """Parse and validate a network from YAML text; errors name the source and field."""
+    return parse_yaml_model(text, source, Network, "network")
 
 
 def load_network(name_or_path: str | Path) -> Network:
     """Load a packaged network by name (``nw-italy``) or a network YAML file by path."""
-    path = Path(name_or_path)
-    if path.suffix in {".yaml", ".yml"} or path.exists():
-        if not path.is_file():
-            raise HeimdallError(f"network file {str(path)!r} does not exist")
-        return parse_network(path.read_text(encoding="utf-8"), str(path))
-    name = str(name_or_path)
-    if name not in list_networks():
-        raise HeimdallError(
-            f"unknown network {name!r}: give a packaged name ({', '.join(list_networks())}) "
-            "or a path to a .yaml file"
-        )
-    text = (resources.files(_PACKAGED) / "networks" / f"{name}.yaml").read_text(encoding="utf-8")
-    return parse_network(text, f"packaged network {name!r}")
+    return load_yaml_model(name_or_path, Network, "network", "networks")

@@ -10,6 +10,7 @@ Modules
 - :mod:`~heimdall.posterior.grid`: :class:`SearchGrid` (cell centres, north-major) and grid moments.
 - :mod:`~heimdall.posterior.likelihood`: the received-power likelihood, P0 marginalised, censored terms.
 - :mod:`~heimdall.posterior.density`: HPD levels / thresholds / areas, log score, sub-cell peak refinement.
+- :mod:`~heimdall.posterior.refine`: coarse-to-fine posteriors (sub-cells where the mass lies).
 - :mod:`~heimdall.posterior.modes`: modes and their mass (basins of steepest ascent).
 - :mod:`~heimdall.posterior.regions`: HPD regions as polygons and GeoJSON MultiPolygons.
 - :mod:`~heimdall.posterior.map`: :class:`PosteriorMap`, one session's posterior with all of the above.

@@ -43,10 +43,32 @@ def hpd_level(lp: NDArray[np.float64], lp_truth: NDArray[np.float64]) -> NDArray
     return np.where(lp > lp_truth[:, None], p, 0.0).sum(axis=-1)
 
 
-def hpd_threshold(lp: NDArray[np.float64], level: float) -> NDArray[np.float64]:
-    """Log-density threshold (B,) of the ``level`` HPD region: cells with lp ≥ it hold ≥ ``level``."""
-    order = np.sort(lp, axis=-1)[:, ::-1]
-    cum = np.cumsum(cell_probabilities(order), axis=-1)
+def hpd_threshold(
+    lp: NDArray[np.float64], level: float, log_area: NDArray[np.float64] | None = None
+) -> NDArray[np.float64]:
+    """Log-density threshold (B,) of the ``level`` HPD region: cells with lp ≥ it hold ≥ ``level``.
+
+    Parameters
+    ----------
+    lp
+        Log density on the cells (B, G), any normalisation.
+    level
+        Probability of the region, in (0, 1).
+    log_area
+        Log area of each cell (G,) or (B, G), log km²; None for equal cells. Cells are
+        ranked by density and their masses (density × area) accumulated (Hyndman 1996).
+
+    """
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"HPD level must be in (0, 1), got {level}")
+    rank = np.argsort(-lp, axis=-1, kind="stable")
+    order = np.take_along_axis(lp, rank, axis=-1)
+    weighted = (
+        order
+        if log_area is None
+        else order + np.take_along_axis(np.broadcast_to(log_area, lp.shape), rank, axis=-1)
+    )
+    cum = np.cumsum(cell_probabilities(weighted), axis=-1)
     k = np.minimum(np.sum(cum < level, axis=-1), lp.shape[-1] - 1)
     return np.take_along_axis(order, k[:, None], axis=-1)[:, 0]
 

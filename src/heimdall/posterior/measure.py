@@ -97,7 +97,7 @@ class Measurement:
         return self.heard.sum(axis=1)
 
 
-def _blackman_harris(n: int) -> NDArray[np.float64]:
+def blackman_harris(n: int) -> NDArray[np.float64]:
     """4-term Blackman-Harris window (Harris, Proc. IEEE 1978): −92 dB sidelobes."""
     k = 2.0 * np.pi * np.arange(n) / n
     return 0.35875 - 0.48829 * np.cos(k) + 0.14128 * np.cos(2 * k) - 0.01168 * np.cos(3 * k)
@@ -112,15 +112,21 @@ def gamma_quantile_bias(n_segments: int, quantile: float) -> float:
     return float(gammaincinv(n_segments, quantile) / n_segments)
 
 
-def _powers(iq: NDArray[np.int16], segment: int, quantile: float) -> tuple[NDArray, NDArray]:
-    """Total power and noise power (both linear, full-scale units) of IQ rows (N, T, 2)."""
+def capture_powers(
+    iq: NDArray[np.int16], segment: int = SEGMENT_SAMPLES, quantile: float = NOISE_QUANTILE
+) -> tuple[NDArray, NDArray]:
+    """Total power and noise power (both linear, full-scale units) of IQ rows (N, T, 2).
+
+    The one definition of both: :class:`heimdall.models.features.FeatureBlock`
+    computes the same quantities in torch (tests/models/test_features.py compares them).
+    """
     x = iq.astype(np.float32) / np.float32(_FULL_SCALE_INT)
     z = x[..., 0] + 1j * x[..., 1]
     total = np.mean(z.real.astype(np.float64) ** 2 + z.imag.astype(np.float64) ** 2, axis=-1)
     k = z.shape[-1] // segment
     if k < 1:
         raise ValueError(f"capture of {z.shape[-1]} samples is shorter than one segment ({segment})")
-    win = _blackman_harris(segment).astype(np.float32)
+    win = blackman_harris(segment).astype(np.float32)
     segs = z[:, : k * segment].reshape(z.shape[0], k, segment) * win
     spec = np.abs(np.fft.fft(segs, axis=-1)) ** 2
     # Normalise so that white noise of power P gives bins of mean P / M.
@@ -163,7 +169,7 @@ def measure_power(
     for start in range(0, len(rows), _CHUNK_ROWS):
         ib, ir = rows[start : start + _CHUNK_ROWS].T
         iq = batch.iq[ib, ir]
-        total[ib, ir], noise[ib, ir] = _powers(iq, segment, quantile)
+        total[ib, ir], noise[ib, ir] = capture_powers(iq, segment, quantile)
         clipped[ib, ir] = np.any((iq == 32767) | (iq == -32768), axis=(-1, -2))
     live = online & (total > 0)  # digital silence is never heard
     noise = np.where(online, np.maximum(noise, _MIN_POWER_FS), np.nan)

@@ -1,6 +1,6 @@
 """From a Gaussian in the model's local frame to what a user reads: lat/lon, ellipses, GeoJSON.
 
-The 1σ ellipse follows DESIGN.md §3b (semi-axes in m, major-axis azimuth in
+The 1σ ellipse follows docs/ARCHITECTURE.md §3b (semi-axes in m, major-axis azimuth in
 degrees clockwise from north in [0, 180)); the 95 % ellipse is the 1σ one
 scaled by sqrt(χ²₂(0.95)) = 2.448 (:data:`heimdall.models.ellipse.SCALE_95`).
 """

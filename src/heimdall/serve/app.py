@@ -1,4 +1,4 @@
-"""The inference service: FastAPI around one exported model run by onnxruntime (DESIGN.md §6).
+"""The inference service: FastAPI around one exported model run by onnxruntime (docs/ARCHITECTURE.md §6).
 
 Routes: ``POST /v1/localize`` (one session), ``POST /v1/localize/batch``
 (several, one graph run), ``GET /health``, ``GET /v1/model`` (model card) and

@@ -1,6 +1,6 @@
 """Turn a service request into the exported graph's inputs, refusing what it cannot answer.
 
-Steps per session (DESIGN.md §6): decode each receiver's base64 IQ
+Steps per session (docs/ARCHITECTURE.md §6): decode each receiver's base64 IQ
 (little-endian int16 pairs, full scale 32768, or float32 pairs, full scale 1.0),
 check the captures are finite and equally long in time, resample them to the
 model's sample rate with a polyphase filter (:func:`scipy.signal.resample_poly`),
@@ -33,7 +33,12 @@ from scipy.signal import resample_poly
 from heimdall.data.session import HEARD, OFFLINE, SILENT, SessionBatch
 from heimdall.posterior.measure import measure_power
 from heimdall.serve.schemas import LocalizeRequest, ReceiverIn
-from heimdall.serve.stations import STATION_TOLERANCE_KM, accepts_unmapped, nearest_station
+from heimdall.serve.stations import (
+    STATION_TOLERANCE_KM,
+    accepts_unmapped,
+    nearest_station,
+    trained_on_network_family,
+)
 
 if TYPE_CHECKING:
     from heimdall.export.predictor import OnnxPredictor
@@ -181,10 +186,11 @@ def _match_stations(
 
     A receiver given by position is the network station within :data:`STATION_TOLERANCE_KM`
     of it. Any other is unmapped: refused (RequestError naming it and the nearest station)
-    unless the predictor accepts unmapped receivers. Without a network nothing is matched.
+    unless the predictor accepts unmapped receivers. Without a network, or for a model trained
+    on a network family, nothing is matched.
     """
     net = predictor.network
-    if net is None:
+    if net is None or trained_on_network_family(predictor):
         return list(ids), []
     stations, unmapped, errors = [], [], []
     for i, rx in enumerate(req.receivers):

@@ -133,8 +133,10 @@ class ConcurrencyLimit:
         How long a request waits for a free slot, s; then 503 with ``Retry-After``.
     retry_after_s
         The ``Retry-After`` value sent with a 503, whole seconds.
-    exempt
-        Paths never queued (liveness checks must see a busy server as alive).
+    limited
+        Path prefixes whose requests take a slot: the API, whose requests hold IQ and run the
+        model. Everything else (``/health``, which must see a busy server as alive, the map
+        page's static files, the OpenAPI docs) is small and never queued.
 
     """
 
@@ -144,7 +146,7 @@ class ConcurrencyLimit:
         max_concurrent: int,
         queue_timeout_s: float,
         retry_after_s: int = 1,
-        exempt: tuple[str, ...] = ("/health",),
+        limited: tuple[str, ...] = ("/v1/",),
     ) -> None:
         if max_concurrent < 1:
             raise ValueError(f"max_concurrent must be at least 1, got {max_concurrent}")
@@ -152,7 +154,7 @@ class ConcurrencyLimit:
         self.max_concurrent = max_concurrent
         self.queue_timeout_s = max(float(queue_timeout_s), 0.0)
         self.retry_after_s = retry_after_s
-        self.exempt = exempt
+        self.limited = limited
         self.in_flight = 0
         self.peak_in_flight = 0
         self._slots: asyncio.Semaphore | None = None
@@ -177,7 +179,7 @@ class ConcurrencyLimit:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run the request in a free slot, or answer 503 after waiting ``queue_timeout_s``."""
-        if scope["type"] != "http" or scope.get("path") in self.exempt:
+        if scope["type"] != "http" or not str(scope.get("path", "")).startswith(self.limited):
             await self.app(scope, receive, send)
             return
         slots = self._semaphore()

@@ -1,6 +1,6 @@
 """``heimdall locate``: one session (stored or a folder of SigMF recordings) -> position and ellipses.
 
-The answer is given in lat/lon with the 1σ and 95 % ellipses (DESIGN.md §3b),
+The answer is given in lat/lon with the 1σ and 95 % ellipses (docs/ARCHITECTURE.md §3b),
 the geodesic distance and initial bearing from each receiver to the
 estimate, each receiver's measured SNR and state (offline / heard / silent,
 from :func:`heimdall.posterior.measure.measure_power`), and, for labelled

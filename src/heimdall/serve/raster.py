@@ -13,9 +13,10 @@ Highest-posterior-density (HPD) regions follow Hyndman (1996), "Computing and
 graphing highest density regions", Am. Stat. 50(2): the region of mass p is
 {x : f(x) ≥ f_p}, with f_p the largest density threshold whose region holds at
 least p; on a grid, cells sorted by density are accumulated until their mass
-reaches p. Contours of f = f_p are traced with marching squares (contourpy, as
-matplotlib does). Modes are the maxima of the connected components (8-neighbour)
-of the 90 % HPD region, each with the probability mass of its component.
+reaches p (:func:`heimdall.posterior.density.hpd_threshold`, cells weighted by
+their area). Contours of f = f_p are traced with marching squares (contourpy, as
+matplotlib does). Modes are the local maxima with the mass of their basins of
+attraction (:func:`heimdall.posterior.modes.top_modes`), as for every posterior map.
 
 For a Gaussian N(μ, Σ) the HPD region of mass p is the ellipse of squared
 Mahalanobis radius -2 ln(1 - p) (χ² with 2 degrees of freedom), which the tests
@@ -34,11 +35,11 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from heimdall.network.geodesy import LocalFrame
+from heimdall.posterior.density import hpd_threshold as density_threshold
+from heimdall.posterior.modes import top_modes
 
 #: HPD levels drawn as contours on the map.
 HPD_LEVELS = (0.5, 0.9)
-#: HPD level whose connected components define the modes.
-MODE_LEVEL = 0.9
 #: Pixels along the longer side of a raster.
 DEFAULT_SIZE = 192
 #: The heat layer is transparent outside this HPD region (the rest holds ≤ 1 % of the mass).
@@ -184,13 +185,10 @@ def gaussian_raster(
 
 def hpd_threshold(raster: Raster, level: float) -> float:
     """Density f_p (per km²) whose superlevel set holds ``level`` of the raster's mass (Hyndman 1996)."""
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"HPD level must be in (0, 1), got {level}")
-    d = raster.density.ravel()
-    order = np.argsort(d)[::-1]
-    cum = np.cumsum(raster.mass.ravel()[order])
-    k = int(np.searchsorted(cum, level * cum[-1]))
-    return float(d[order[min(k, d.size - 1)]])
+    with np.errstate(divide="ignore"):
+        log_d = np.log(raster.density.ravel())[None]
+        log_a = np.log(raster.cell_area_km2.ravel())
+    return float(np.exp(density_threshold(log_d, level, log_a)[0]))
 
 
 def hpd_contours(raster: Raster, level: float) -> list[list[list[float]]]:
@@ -208,31 +206,25 @@ def hpd_contours(raster: Raster, level: float) -> list[list[list[float]]]:
     return [[[float(y), float(x)] for x, y in line] for line in gen.lines(thr) if len(line) >= 4]
 
 
-def modes(raster: Raster, level: float = MODE_LEVEL) -> list[dict[str, float]]:
-    """Maxima of the connected components of the ``level`` HPD region, most probable first.
+def modes(raster: Raster, k: int = 3) -> list[dict[str, float]]:
+    """The ``k`` most probable modes of the raster, most probable first.
 
-    Each: ``latitude``, ``longitude`` (degrees, the component's densest pixel centre),
-    ``density_per_km2`` and ``probability`` (the component's share of the raster's mass).
+    Each: ``latitude``, ``longitude`` (degrees, the mode's pixel centre),
+    ``density_per_km2`` and ``probability``: the mass of the mode's basin of
+    attraction (the cells that climb to it), as for every posterior map.
     """
-    from scipy import ndimage
-
-    region = raster.density >= hpd_threshold(raster, level)
-    labels, n = ndimage.label(region, structure=np.ones((3, 3)))
-    mass = raster.mass
-    total = float(mass.sum())
-    out = []
-    for k in range(1, n + 1):
-        inside = labels == k
-        idx = np.unravel_index(np.argmax(np.where(inside, raster.density, -np.inf)), region.shape)
-        out.append(
-            {
-                "latitude": float(raster.lat_deg[idx]),
-                "longitude": float(raster.lon_deg[idx]),
-                "density_per_km2": float(raster.density[idx]),
-                "probability": float(mass[inside].sum() / total),
-            }
-        )
-    return sorted(out, key=lambda m: -m["probability"])
+    with np.errstate(divide="ignore"):
+        log_d = np.log(raster.density)
+    mass = raster.mass / raster.mass.sum()
+    return [
+        {
+            "latitude": float(raster.lat_deg[m.row, m.col]),
+            "longitude": float(raster.lon_deg[m.row, m.col]),
+            "density_per_km2": float(raster.density[m.row, m.col]),
+            "probability": m.mass,
+        }
+        for m in top_modes(log_d, mass, k)
+    ]
 
 
 def heat_rgba(raster: Raster) -> NDArray[np.uint8]:

@@ -1,6 +1,6 @@
 """Request and response bodies of the inference service (JSON, validated by pydantic).
 
-Units follow DESIGN.md §3b: positions in WGS84 degrees at the edges, antenna
+Units follow docs/ARCHITECTURE.md §3b: positions in WGS84 degrees at the edges, antenna
 heights in m, sample rates in samples/s, frequencies in Hz, ellipse semi-axes
 in m with the orientation as the azimuth of the major axis in degrees
 clockwise from north in [0, 180).

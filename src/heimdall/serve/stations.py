@@ -18,6 +18,11 @@ to 0.01° in receiver directories (≤ 0.56 km in latitude and 0.40 km in
 longitude at 45° N, 0.68 km together). The closest two stations of nw-italy
 (Aquila di Giaveno, Coazze) are 5.1 km apart, so no position matches two.
 
+A model trained on a network family (``network_family`` in its metadata) saw
+receivers drawn anywhere in the family's region, a new network for every batch: it
+learnt no station's field, so no position is refused as unknown; the area check
+(``out_of_area``) still says when an answer falls outside what it covers.
+
 A predictor that can answer for a receiver it has no map for (a posterior
 model with per-receiver radio maps, using that receiver's prior field) says so
 with the attribute ``accepts_unmapped_receivers = True``; the service then
@@ -44,6 +49,11 @@ def accepts_unmapped(predictor: Any) -> bool:
     Predictors without the attribute (today's exported Gaussian networks) do not.
     """
     return bool(getattr(predictor, "accepts_unmapped_receivers", False))
+
+
+def trained_on_network_family(predictor: Any) -> bool:
+    """Whether the predictor's model was trained on networks drawn from a family (any positions)."""
+    return bool(getattr(predictor, "metadata", {}).get("network_family"))
 
 
 @dataclass(frozen=True)

@@ -220,7 +220,7 @@
     const modes = result.posterior.modes.map((m, i) => [
       String(i + 1), m.latitude.toFixed(4) + ', ' + m.longitude.toFixed(4), (100 * m.probability).toFixed(1) + ' %',
     ]);
-    const tm = table('Modes (maxima of the 90 % region; probability of their part of it)',
+    const tm = table('Modes (local maxima; probability of each basin)',
       ['#', 'lat, lon', 'probability'], modes);
     tm.id = 'modes';
     container.appendChild(tm);
