@@ -12,11 +12,12 @@ from heimdall.eval.noise import capture_sigma_db, fading_scatter
 from heimdall.eval.oracle import Oracle
 from heimdall.eval.rss_ml import PathLoss
 from heimdall.maps.config import MapsConfig
-from heimdall.maps.estimator import HEIGHT_NODES, RadioMapLocator, height_nodes
+from heimdall.maps.estimator import RadioMapLocator
 from heimdall.maps.fit import RadioMap, calibrated_nugget_db, fit_radio_map
 from heimdall.maps.kriging import FieldHyper, krige
 from heimdall.maps.observations import BANDS, observations_from_store
 from heimdall.posterior.grid import search_grid
+from heimdall.posterior.likelihood import HEIGHT_NODES, height_nodes
 from heimdall.sim import World, WorldConfig
 from heimdall.sim.simulate_job import run_simulation
 

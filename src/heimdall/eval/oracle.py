@@ -38,7 +38,13 @@ from numpy.typing import NDArray
 from heimdall.eval.estimate import Estimate, PosteriorEstimate
 from heimdall.eval.rss_ml import PathLoss
 from heimdall.posterior.grid import SearchGrid
-from heimdall.posterior.likelihood import PowerObservations, log_posterior_grid
+from heimdall.posterior.likelihood import (
+    HEIGHT_NODES,
+    P0_NODES,
+    PowerObservations,
+    height_nodes,
+    log_posterior_grid,
+)
 from heimdall.posterior.refine import (
     REFINE_FACTOR,
     REFINE_MASS,
@@ -58,17 +64,6 @@ ORACLE_THREADS = min(
 )
 #: Log-likelihood margin (nats) below the heard-only maximum beyond which censored terms are skipped.
 PRUNE_NATS = 30.0
-#: Quadrature nodes of P0 for censored terms; Gauss-Legendre nodes of the transmitter height.
-P0_NODES = 8
-HEIGHT_NODES = 4
-
-
-def _height_nodes(lo: float, hi: float, n: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Gauss-Legendre nodes and log-weights of the uniform law on [lo, hi] (m)."""
-    if hi - lo < 1e-9:
-        return np.array([lo]), np.array([0.0])
-    x, w = np.polynomial.legendre.leggauss(n)
-    return lo + (x + 1.0) * 0.5 * (hi - lo), np.log(w / w.sum())
 
 
 class Oracle:
@@ -104,7 +99,7 @@ class Oracle:
         cfg = world.config
         self.p0_lo, self.p0_hi = cfg.tx_power_dbm_min, cfg.tx_power_dbm_max
         self.model = PathLoss(cfg.path_loss_exponent_near, cfg.path_loss_exponent_far, cfg.horizon_k_factor)
-        self.heights, self.log_hw = _height_nodes(cfg.tx_height_m_min, cfg.tx_height_m_max, HEIGHT_NODES)
+        self.heights, self.log_hw = height_nodes(cfg.tx_height_m_min, cfg.tx_height_m_max, HEIGHT_NODES)
         self.fading_mean_db = fading_mean_db
         pts = grid.points_km
         self.dist = world.distance_km(pts[:, 0], pts[:, 1]).T  # (R, G)

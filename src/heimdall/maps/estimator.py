@@ -36,7 +36,13 @@ from heimdall.maps.observations import BANDS, LabelledObservations
 from heimdall.maps.pathloss import prior_gain_db
 from heimdall.network import LocalFrame
 from heimdall.posterior.grid import SearchGrid, search_grid
-from heimdall.posterior.likelihood import PowerObservations, log_posterior_grid
+from heimdall.posterior.likelihood import (
+    HEIGHT_NODES,
+    P0_NODES,
+    PowerObservations,
+    height_nodes,
+    log_posterior_grid,
+)
 from heimdall.posterior.map import PosteriorMap
 from heimdall.posterior.refine import (
     REFINE_FACTOR,
@@ -49,19 +55,8 @@ from heimdall.posterior.scores import PosteriorScores
 
 #: Sessions per likelihood call (memory: H × B × R × G floats).
 _CHUNK = 8
-#: Equal-mass nodes of P0 for the censored terms; Gauss-Legendre nodes of the transmitter height.
-P0_NODES = 8
-HEIGHT_NODES = 4
 #: Posterior grid step, km (the oracle's).
 POSTERIOR_STEP_KM = 1.0
-
-
-def height_nodes(lo_m: float, hi_m: float, n: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Gauss-Legendre nodes (m) and log-weights of the uniform law of the height on [lo, hi] (m)."""
-    if hi_m - lo_m < 1e-9:
-        return np.array([lo_m]), np.array([0.0])
-    x, w = np.polynomial.legendre.leggauss(n)
-    return lo_m + (x + 1.0) * 0.5 * (hi_m - lo_m), np.log(w / w.sum())
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,19 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.special import log_ndtr, logsumexp, ndtr, ndtri
 
+#: Quadrature nodes of the transmit power P0 for censored terms; Gauss-Legendre nodes of the
+#: transmitter height (the oracle and the radio-map posterior marginalise both the same way).
+P0_NODES = 8
+HEIGHT_NODES = 4
+
+
+def height_nodes(lo_m: float, hi_m: float, n: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Gauss-Legendre nodes (m) and log-weights of the uniform law of the height on [lo, hi] (m)."""
+    if hi_m - lo_m < 1e-9:
+        return np.array([lo_m]), np.array([0.0])
+    x, w = np.polynomial.legendre.leggauss(n)
+    return lo_m + (x + 1.0) * 0.5 * (hi_m - lo_m), np.log(w / w.sum())
+
 
 @dataclass(frozen=True)
 class PowerObservations:
