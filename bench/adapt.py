@@ -24,7 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from heimdall.data.store import SessionStore
+from heimdall.eval.estimate import Estimate
 from heimdall.eval.evaluate import evaluate_store
+from heimdall.eval.metrics import errors_km, posterior_summary
 from heimdall.eval.noise import capture_sigma_db
 from heimdall.maps.config import MapsConfig
 from heimdall.maps.estimator import RadioMapLocator
@@ -42,15 +44,9 @@ def _simulate(out: Path, network: str, n: int, world: int, seed: int, positions:
 
 
 def _scores(mean_km: np.ndarray, map_km: np.ndarray, scores, truth: np.ndarray) -> dict:
-    """The posterior keys of ``evaluate``'s JSON."""
-    return {
-        "median_km": float(np.median(np.hypot(*(mean_km - truth).T))),
-        "map_median_km": float(np.median(np.hypot(*(map_km - truth).T))),
-        "hpd_coverage_50": float(np.mean(scores.hpd_level <= 0.5)),
-        "hpd_coverage_90": float(np.mean(scores.hpd_level <= 0.9)),
-        "hpd90_area_km2_median": float(np.median(scores.hpd90_area_km2)),
-        "log_score": float(np.mean(scores.log_score)),
-    }
+    """The posterior keys of ``evaluate``'s JSON (the same metric functions)."""
+    mean_err = errors_km(Estimate(mean_km), truth)
+    return {"median_km": float(np.median(mean_err)), **posterior_summary(scores, Estimate(map_km), truth)}
 
 
 def run_world(world: int, args: argparse.Namespace) -> dict:

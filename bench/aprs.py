@@ -39,7 +39,9 @@ import time
 import numpy as np
 
 from heimdall.data.store import SessionStore
+from heimdall.eval.estimate import Estimate
 from heimdall.eval.evaluate import evaluate_store
+from heimdall.eval.metrics import errors_km, posterior_summary
 from heimdall.labels.direwolf import decode_clips
 from heimdall.labels.fm import AUDIO_RATE_HZ, iq_to_audio
 from heimdall.labels.job import run_label
@@ -126,13 +128,9 @@ def simulated_traffic(sessions: int, out: str) -> dict:
 
 
 def _posterior_row(mean_km, map_km, scores, truth) -> dict:
-    return {
-        "median_km": float(np.median(np.hypot(*(mean_km - truth).T))),
-        "map_median_km": float(np.median(np.hypot(*(map_km - truth).T))),
-        "hpd_coverage_50": float(np.mean(scores.hpd_level <= 0.5)),
-        "hpd_coverage_90": float(np.mean(scores.hpd_level <= 0.9)),
-        "hpd90_area_km2_median": float(np.median(scores.hpd90_area_km2)),
-    }
+    """The posterior keys of ``evaluate``'s JSON (the same metric functions)."""
+    mean_err = errors_km(Estimate(mean_km), truth)
+    return {"median_km": float(np.median(mean_err)), **posterior_summary(scores, Estimate(map_km), truth)}
 
 
 def learning_curve(ns: list[int], world: int, n_test: int, out: str) -> dict:

@@ -80,3 +80,16 @@ def test_grid_moments_of_a_gaussian() -> None:
     np.testing.assert_allclose(c[0], cov, atol=0.01)
     _, c2 = grid_moments(ll, pts, np.array([[5.0, -1.0]]))
     np.testing.assert_allclose(c2[0], cov + np.outer([-3.0, 0.0], [-3.0, 0.0]), atol=0.01)
+
+
+def test_censored_terms_are_added_where_they_can_matter() -> None:
+    """Cells more than ``prune_nats`` below the heard-only best are dropped (−inf); when the
+    censored term sinks every kept cell by more than 20 nats, every cell is evaluated instead."""
+    from heimdall.posterior.likelihood import add_pruned
+
+    heard = np.array([[0.0, -10.0, -40.0, -100.0]])
+    mild = add_pruned(heard, lambda k, cols: np.full(len(cols), -1.0), prune_nats=30.0)
+    np.testing.assert_array_equal(mild, [[-1.0, -11.0, -np.inf, -np.inf]])
+    # a term of −60 at the two best cells and 0 elsewhere: the cut leaves the best at −60 < −30 − 20
+    harsh = add_pruned(heard, lambda k, cols: np.where(cols < 2, -60.0, 0.0), prune_nats=30.0)
+    np.testing.assert_array_equal(harsh, [[-60.0, -70.0, -40.0, -100.0]])

@@ -62,8 +62,6 @@ _CHUNK = 48
 ORACLE_THREADS = min(
     2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 )
-#: Log-likelihood margin (nats) below the heard-only maximum beyond which censored terms are skipped.
-PRUNE_NATS = 30.0
 
 
 class Oracle:

@@ -31,6 +31,7 @@ from heimdall.posterior.density import hpd_area_km2, hpd_level, log_score
 from heimdall.posterior.grid import SearchGrid, grid_moments, interpolate_on_grid
 from heimdall.posterior.likelihood import (
     PowerObservations,
+    add_pruned,
     censored_loglik,
     heard_stats,
     logsumexp0,
@@ -40,8 +41,6 @@ from heimdall.posterior.scores import PosteriorScores
 from heimdall.sim.propagation import median_path_loss_db
 
 _CHUNK = 48
-#: Log-likelihood margin (nats) below the best beyond which censored terms are not evaluated.
-PRUNE_NATS = 30.0
 
 
 @dataclass(frozen=True)
@@ -136,21 +135,8 @@ def _pattern_search(
 def _add_censored(
     obs: PowerObservations, ll: NDArray[np.float64], p0: NDArray[np.float64], gains: list[NDArray[np.float64]]
 ) -> NDArray[np.float64]:
-    """Add one session's censored terms to its grid log-likelihood (H, G) at the profiled P0.
-
-    Only cells within ``PRUNE_NATS`` of the best heard-only value are evaluated (the
-    terms are ≤ 0); if that leaves nothing within 20 nats of the cut, all cells are.
-    """
-    top = ll.max()
-    cols = np.flatnonzero(ll.max(axis=0) >= top - PRUNE_NATS)
-    out = np.full_like(ll, -np.inf)
-    for _ in range(2):
-        for k, gain in enumerate(gains):
-            out[k, cols] = ll[k, cols] + censored_loglik(obs, p0[k, cols][None], gain[None, :, cols])[0]
-        if out.max() >= top - PRUNE_NATS + 20.0 or len(cols) == ll.shape[1]:
-            break
-        cols = np.arange(ll.shape[1])
-    return out
+    """Add one session's censored terms to its grid log-likelihood (H, G) at the profiled P0."""
+    return add_pruned(ll, lambda k, cols: censored_loglik(obs, p0[k, cols][None], gains[k][None, :, cols])[0])
 
 
 def rss_ml(

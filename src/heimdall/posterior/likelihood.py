@@ -18,6 +18,7 @@ s_j = −1 for a clipped one (power above its measured lower bound).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,8 @@ from scipy.special import log_ndtr, logsumexp, ndtr, ndtri
 #: transmitter height (the oracle and the radio-map posterior marginalise both the same way).
 P0_NODES = 8
 HEIGHT_NODES = 4
+#: Log-likelihood margin (nats) below the heard-only maximum beyond which censored terms are skipped.
+PRUNE_NATS = 30.0
 
 
 def height_nodes(lo_m: float, hi_m: float, n: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -326,7 +329,7 @@ def log_posterior_grid(
     log_weight: NDArray[np.float64] | None = None,
     log_prior: NDArray[np.float64] | None = None,
     p0_nodes: int = 8,
-    prune_nats: float = 30.0,
+    prune_nats: float = PRUNE_NATS,
 ) -> NDArray[np.float64]:
     """Log posterior of the transmitter position on a grid, transmit power marginalised (B, G).
 
@@ -416,16 +419,32 @@ def _with_censored(
     prune_nats: float,
 ) -> NDArray[np.float64]:
     """Add one session's censored terms to its heard log-likelihood (H, G), pruning hopeless cells."""
+
+    def term(k: int, cols: NDArray[np.int64]) -> NDArray[np.float64]:
+        mu = mean[k] if mean.ndim == 3 else mean[k, b]
+        v = var[k] if var.ndim == 3 else var[k, b]
+        return _censored_expectation(obs, mu[:, cols], v[:, cols], p0_range_db, n_nodes)
+
+    return add_pruned(heard, term, prune_nats)
+
+
+def add_pruned(
+    heard: NDArray[np.float64],
+    term: Callable[[int, NDArray[np.int64]], NDArray[np.float64]],
+    prune_nats: float = PRUNE_NATS,
+) -> NDArray[np.float64]:
+    """``heard + term`` (H, G) for one session, the ≤ 0 censored term only where it can matter.
+
+    Only cells within ``prune_nats`` of the best heard-only value get ``term(k, cols)``
+    (the others are −inf: negligible posterior); if that leaves nothing within 20 nats of
+    the cut, every cell is evaluated.
+    """
     top = heard.max()
     cols = np.flatnonzero(heard.max(axis=0) >= top - prune_nats)
     out = np.full_like(heard, -np.inf)
     for _ in range(2):
         for k in range(heard.shape[0]):
-            mu = mean[k] if mean.ndim == 3 else mean[k, b]
-            v = var[k] if var.ndim == 3 else var[k, b]
-            out[k, cols] = heard[k, cols] + _censored_expectation(
-                obs, mu[:, cols], v[:, cols], p0_range_db, n_nodes
-            )
+            out[k, cols] = heard[k, cols] + term(k, cols)
         if out.max() >= top - prune_nats + 20.0 or len(cols) == heard.shape[1]:
             break
         cols = np.arange(heard.shape[1])
