@@ -128,6 +128,33 @@ def band_index(freq_hz: NDArray[np.float64]) -> NDArray[np.int8]:
     return (np.asarray(freq_hz) >= BAND_SPLIT_HZ).astype(np.int8)
 
 
+def slot_observations(
+    batch: SessionBatch,
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.int8]]:
+    """Per receiver slot (B, S): y (dB, NaN unless heard), censoring level (dB) and state.
+
+    y = measured band power (dBm at the nominal full scale) + 20 log10(f / MHz);
+    band power, noise floor, heard and clipped come from
+    :func:`heimdall.posterior.measure.measure_power`, or from the labeller's burst
+    measurement (``rx_burst_dbfs``, ``rx_burst_noise_dbfs``) where it exists.
+    """
+    meas = measure_power(batch)
+    burst = meas.online & np.isfinite(batch.rx_burst_dbfs) & np.isfinite(batch.rx_burst_noise_dbfs)
+    band_dbm = np.where(burst, batch.rx_burst_dbfs + batch.rx_fullscale_dbm, meas.band_dbm)
+    noise_dbm = np.where(burst, batch.rx_burst_noise_dbfs + batch.rx_fullscale_dbm, meas.noise_dbm)
+    heard = np.where(burst, band_dbm - noise_dbm >= DETECTION_SNR_DB, meas.heard) & meas.online
+    shift = 20.0 * np.log10(batch.center_freq_hz / 1e6)[:, None]
+    clipped = heard & meas.clipped
+    state = np.where(
+        heard & ~clipped, HEARD, np.where(clipped, CLIPPED, np.where(meas.online, SILENT, UNUSED))
+    ).astype(np.int8)
+    y = np.where(state == HEARD, band_dbm + shift, np.nan)
+    cens = np.where(
+        state == CLIPPED, band_dbm + shift, np.where(state == SILENT, noise_dbm + DETECTION_SNR_DB + shift, np.nan)
+    )
+    return y, cens, state
+
+
 def observations_from_batch(
     batch: SessionBatch, network: Network, labelled_only: bool = True
 ) -> LabelledObservations:
@@ -141,29 +168,18 @@ def observations_from_batch(
     keep = np.flatnonzero(batch.labelled) if labelled_only else np.arange(batch.n_sessions)
     batch = batch.select(keep)
     radius_km = np.nan_to_num(batch.label_radius_m) / R99_PER_SIGMA / 1000.0
-    meas = measure_power(batch)
-    burst = meas.online & np.isfinite(batch.rx_burst_dbfs) & np.isfinite(batch.rx_burst_noise_dbfs)
-    band_dbm = np.where(burst, batch.rx_burst_dbfs + batch.rx_fullscale_dbm, meas.band_dbm)
-    noise_dbm = np.where(burst, batch.rx_burst_noise_dbfs + batch.rx_fullscale_dbm, meas.noise_dbm)
-    heard = np.where(burst, band_dbm - noise_dbm >= DETECTION_SNR_DB, meas.heard) & meas.online
-    shift = 20.0 * np.log10(batch.center_freq_hz / 1e6)[:, None]
+    slot_y, slot_cens, slot_state = slot_observations(batch)
     n, r = batch.n_sessions, len(network.receivers)
     y = np.full((n, r), np.nan)
     cens = np.full((n, r), np.nan)
     state = np.full((n, r), UNUSED, dtype=np.int8)
     ids = {rid: k for k, rid in enumerate(network.ids)}
-    band = band_dbm + shift
-    thresh = noise_dbm + DETECTION_SNR_DB + shift
     for slot in range(batch.n_receivers):
         col = np.array([ids.get(str(s), -1) for s in batch.rx_station[:, slot]])
-        for b in np.flatnonzero(col >= 0):
-            i = col[b]
-            if heard[b, slot] and not meas.clipped[b, slot]:
-                y[b, i], state[b, i] = band[b, slot], HEARD
-            elif heard[b, slot]:
-                cens[b, i], state[b, i] = band[b, slot], CLIPPED
-            elif meas.online[b, slot]:
-                cens[b, i], state[b, i] = thresh[b, slot], SILENT
+        b = np.flatnonzero((col >= 0) & (slot_state[:, slot] != UNUSED))
+        y[b, col[b]] = slot_y[b, slot]
+        cens[b, col[b]] = slot_cens[b, slot]
+        state[b, col[b]] = slot_state[b, slot]
     east, north = network.frame.to_local_km(batch.tx_lat_deg, batch.tx_lon_deg)
     return LabelledObservations(
         session_id=batch.session_id.astype(np.int64),

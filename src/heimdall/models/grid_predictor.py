@@ -1,0 +1,196 @@
+"""Posterior answers of a GridPosteriorNet, run by PyTorch or onnxruntime (coarse-to-fine grid).
+
+:class:`GridPosteriorPredictor` takes a *runner* — any function of the graph's inputs
+(:data:`heimdall.models.gridnet_inputs.INPUT_NAMES`, numpy arrays) returning the
+unnormalised log posterior (B, G) — so the PyTorch module and the exported ONNX graph
+answer through the same code. Per session:
+
+1. the coarse posterior on a ``coarse_step_km`` grid over the search area (the map's
+   area, or the receivers' bounding box + 30 km without a map);
+2. the cells holding its mass refined ``refine_factor`` × ``refine_factor``
+   (:func:`heimdall.posterior.refine.refine_posterior`, the oracle's coarse-to-fine rule);
+3. summaries: mean and covariance (the ellipse), the mode, the truth's HPD level, log
+   score and 90 % area (:class:`heimdall.posterior.scores.PosteriorScores`); and, for one
+   session, the :class:`heimdall.posterior.map.PosteriorMap` (modes, HPD regions as GeoJSON).
+
+It implements the predictor protocol (``frame``, ``metadata``, ``predict(batch)``), and
+``posterior(batch, frame)`` for estimators that are scored as posteriors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from heimdall.data.session import SessionBatch
+from heimdall.errors import HeimdallError
+from heimdall.network import LocalFrame, Network
+from heimdall.posterior.grid import SearchGrid, search_grid
+from heimdall.posterior.map import PosteriorMap
+from heimdall.posterior.refine import REFINE_MASS, REFINE_MAX_CELLS, RefinedPosterior, refine_posterior
+from heimdall.posterior.scores import PosteriorScores
+
+from heimdall.models.gridnet_inputs import GridInputs, inputs_for_network, inputs_for_slots, truth_km
+
+#: Runs the graph: inputs by name (numpy) -> unnormalised log posterior (B, G).
+GraphRunner = Callable[[dict[str, NDArray]], NDArray[np.float32]]
+#: Coarse grid step (km) and refinement: 4 km cells, the mass refined to 1 km.
+COARSE_STEP_KM = 4.0
+REFINE_FACTOR = 4
+#: Model kind recorded in the metadata.
+KIND = "grid-posterior"
+
+
+@dataclass(frozen=True)
+class SessionPosteriors:
+    """B sessions' posteriors in a common frame.
+
+    Attributes
+    ----------
+    mean_km, cov_km2
+        Posterior mean (B, 2) km and covariance (B, 2, 2) km².
+    map_km
+        Posterior mode (B, 2) km (densest sub-cell).
+    scores
+        HPD level of the truth, log score and 90 % area; NaN where the truth is unknown.
+
+    """
+
+    mean_km: NDArray[np.float64]
+    cov_km2: NDArray[np.float64]
+    map_km: NDArray[np.float64]
+    scores: PosteriorScores
+
+
+class GridPosteriorPredictor:
+    """Posterior answers of a grid-posterior model (see the module docstring).
+
+    Parameters
+    ----------
+    runner
+        The graph (PyTorch or onnxruntime).
+    metadata
+        The model's metadata: ``kind``, ``n_slots``, and ``network`` when it carries a radio map.
+    source, version
+        Where the model came from, and a version label, for answers and messages.
+
+    """
+
+    def __init__(
+        self, runner: GraphRunner, metadata: dict[str, Any], source: str = "", version: str = ""
+    ) -> None:
+        if metadata.get("kind") != KIND:
+            raise HeimdallError(f"{source}: not a grid-posterior model (kind {metadata.get('kind')!r})")
+        self.runner = runner
+        self.metadata = metadata
+        self.source = source
+        self.version = version
+        dump = metadata.get("network")
+        self.network: Network | None = Network.model_validate(dump) if dump else None
+        self.n_slots = int(metadata["n_slots"])  # without a map: up to this many receivers
+        ref = metadata.get("ref_lat"), metadata.get("ref_lon")
+        if self.network is not None:
+            self.frame = self.network.frame
+        elif None not in ref:
+            self.frame = LocalFrame(float(ref[0]), float(ref[1]))
+        else:
+            self.frame = LocalFrame(0.0, 0.0)
+        area = metadata.get("map_area_km")
+        self.map_area_km: tuple[float, float, float, float] | None = tuple(area) if area else None  # type: ignore[assignment]
+        self.coarse_step_km = float(metadata.get("coarse_step_km", COARSE_STEP_KM))
+        self.refine_factor = int(metadata.get("refine_factor", REFINE_FACTOR))
+
+    @property
+    def has_map(self) -> bool:
+        """Whether the model carries a radio map (fixed receivers) or takes any receivers."""
+        return self.network is not None
+
+    def inputs(self, batch: SessionBatch) -> GridInputs:
+        """The graph's inputs of a batch (network order with a map, session slots without)."""
+        if self.network is not None:
+            return inputs_for_network(batch, self.network)
+        if batch.n_receivers > self.n_slots:
+            raise HeimdallError(f"{batch.n_receivers} receiver slots; this model takes at most {self.n_slots}")
+        return inputs_for_slots(batch, batch.n_receivers)
+
+    def _grid(self, inputs: GridInputs, index: int) -> SearchGrid:
+        area = self.map_area_km if self.map_area_km is not None else inputs.area_km(index)
+        return search_grid(area, self.coarse_step_km)
+
+    def _run(self, inputs: GridInputs, idx: NDArray[np.int64], points: NDArray[np.float64]) -> NDArray:
+        feeds = inputs.select(idx).arrays()
+        feeds["points_km"] = np.ascontiguousarray(points, dtype=np.float32)
+        return np.asarray(self.runner(feeds), dtype=np.float64)
+
+    def refined(self, inputs: GridInputs, index: int) -> RefinedPosterior:
+        """One session's coarse-to-fine posterior in its frame."""
+        grid = self._grid(inputs, index)
+        one = np.array([index])
+        lp = self._run(inputs, one, grid.points_km[None])
+        if not np.isfinite(lp).any():
+            raise HeimdallError("the posterior is empty (no finite density on the search grid)")
+        return refine_posterior(
+            grid, lp, lambda i, pts: self._run(inputs, one[i], pts),
+            self.refine_factor, REFINE_MASS, REFINE_MAX_CELLS,
+        )  # fmt: skip
+
+    def posterior_map(self, batch: SessionBatch, index: int = 0) -> PosteriorMap:
+        """One session's coarse posterior as a :class:`PosteriorMap` (modes, HPD regions) in its frame."""
+        inputs = self.inputs(batch.select(np.array([index])))
+        grid = self._grid(inputs, 0)
+        lp = self._run(inputs, np.array([0]), grid.points_km[None])[0]
+        return PosteriorMap.from_log_posterior(grid, lp, inputs.frames[0])
+
+    def posterior(self, batch: SessionBatch, frame: LocalFrame | None = None) -> SessionPosteriors:
+        """Posterior summaries of every session, positions in ``frame`` (default :attr:`frame`)."""
+        frame = frame or self.frame
+        inputs = self.inputs(batch)
+        truth = truth_km(batch, inputs)
+        b = batch.n_sessions
+        mean, cov, mode = np.zeros((b, 2)), np.zeros((b, 2, 2)), np.zeros((b, 2))
+        level, score, area = np.full(b, np.nan), np.full(b, np.nan), np.zeros(b)
+        for i in range(b):
+            post = self.refined(inputs, i)
+            m, c = post.moments()
+            best, _ = post.best_point_km()
+            area[i] = post.hpd_area_km2(0.9)[0]
+            if np.all(np.isfinite(truth[i])):
+                lp_t = self._run(inputs, np.array([i]), truth[i][None, None])[0]
+                level[i] = post.hpd_level(lp_t)[0]
+                score[i] = post.log_score(lp_t)[0]
+            src = inputs.frames[i]
+            mean[i] = _move(m[0], src, frame)
+            mode[i] = _move(best[0], src, frame)
+            cov[i] = c[0]
+        return SessionPosteriors(mean, cov, mode, PosteriorScores(level, score, area))
+
+    def predict(self, batch: SessionBatch) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Posterior mean (B, 2) km and covariance (B, 2, 2) km² in :attr:`frame` (the ellipse)."""
+        post = self.posterior(batch)
+        return post.mean_km, post.cov_km2
+
+
+def _move(point_km: NDArray[np.float64], src: LocalFrame, dst: LocalFrame) -> NDArray[np.float64]:
+    """A point (2,) km from frame ``src`` to frame ``dst`` (through latitude / longitude)."""
+    if (src.ref_lat_deg, src.ref_lon_deg) == (dst.ref_lat_deg, dst.ref_lon_deg):
+        return point_km
+    lat, lon = src.to_latlon(point_km[:1], point_km[1:])
+    e, n = dst.to_local_km(lat, lon)
+    return np.array([float(e[0]), float(n[0])])
+
+
+def torch_runner(model: Any) -> GraphRunner:
+    """A runner of a :class:`heimdall.models.gridnet.GridPosteriorNet` in PyTorch (no gradients)."""
+    import torch
+
+    from heimdall.models.gridnet_inputs import INPUT_NAMES
+
+    def run(feeds: dict[str, NDArray]) -> NDArray[np.float32]:
+        with torch.no_grad():
+            return model(*(torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in INPUT_NAMES)).numpy()
+
+    return run

@@ -1,0 +1,274 @@
+"""GridPosteriorNet: the grid posterior of the transmitter position as a PyTorch module (exportable to ONNX).
+
+The network computes, for every session and candidate point x, the unnormalised
+log posterior of the received-power model of docs/ARCHITECTURE.md (§ radio maps):
+the measured power (dB, + 20 log10 f/MHz, ITU-R P.525) of heard receiver i is
+
+    y_i ~ N(P0 + μ_i(x, h), τ² + v_i(x)),
+
+silent receivers (below their threshold t_i) add log Φ((t_i − P0 − μ_i) / s_i) and
+clipped ones log Φ(−(t_i − P0 − μ_i) / s_i), s_i² = τ² + v_i(x) (Tobit censoring,
+Tobin 1958). The transmit power P0 is uniform over the published range and
+integrated out — in closed form for the heard terms, by quadrature for the
+censored ones — and the transmitter height h over Gauss-Legendre nodes.
+
+μ_i(x, h) = g_i(d) + s_i(x) + Δ(d, h):
+
+- **learnt radio map** (:meth:`GridPosteriorNet.load_map`): g_i the receiver's fitted
+  median path loss, s_i and v_i the kriged field mean and variance of the session's
+  band (bilinear on the map grid), τ the fitted per-capture σ;
+- **no map** (a network the model has no labels of): g_i the breakpoint law averaged
+  over heights, s_i = 0 and v_i = σ_f², with the law's exponents, clutter, σ_f and τ
+  learnt on world and network families (:mod:`heimdall.models.gridnet_train`).
+
+Δ(d, h) = G(d, h) − Σ_k w_k G(d, h_k) moves the radio horizon with the height, G the
+breakpoint law of the simulator (free space to the horizon 4.12 (√h_t + √h_r) km,
+a steeper exponent beyond; ITU-R P.526). Everything is elementwise tensor algebra,
+so the same module runs in PyTorch and, exported, in onnxruntime.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from heimdall.maps.config import MapsConfig
+from heimdall.maps.fit import RadioMap
+from heimdall.maps.observations import CLIPPED, HEARD, SILENT
+from heimdall.posterior.likelihood import HEIGHT_NODES, height_nodes
+
+#: Radio-horizon coefficient √(2 k a) for k = 4/3, a = 6371 km: km per √m.
+HORIZON_KM_PER_SQRT_M = math.sqrt(2.0 * (4.0 / 3.0) * 6371.0 * 1000.0) / 1000.0
+#: Free-space loss at 1 km and 1 MHz, dB (ITU-R P.525).
+FREE_SPACE_1KM_1MHZ_DB = 32.45
+#: Distances below these are clamped, km: the breakpoint law's and the fitted law's near limits.
+MIN_LAW_DISTANCE_KM = 0.05
+MIN_FIT_DISTANCE_KM = 1.0
+#: Transmit-power quadrature nodes (midpoints over the power range) for the censored terms.
+P0_QUADRATURE_NODES = 16
+_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def log_ndtr(z: Tensor) -> Tensor:
+    """log Φ(z), stable in the lower tail (asymptotic series below z = −5; Abramowitz & Stegun 26.2.12)."""
+    zc = torch.clamp(z, max=-5.0)
+    tail = -0.5 * zc * zc - torch.log(-zc) - _LOG_SQRT_2PI + torch.log(1.0 - 1.0 / (zc * zc) + 3.0 / zc**4)
+    body = torch.log(torch.clamp(0.5 * (1.0 + torch.erf(torch.clamp(z, min=-5.0) / math.sqrt(2.0))), min=1e-30))
+    return torch.where(z < -5.0, tail, body)
+
+
+def log_interval_prob(lo: Tensor, hi: Tensor) -> Tensor:
+    """log(Φ(hi) − Φ(lo)) for lo ≤ hi, computed on the side of the lower tail."""
+    flip = lo > 0
+    a = torch.where(flip, -hi, lo)
+    b = torch.where(flip, -lo, hi)
+    la, lb = log_ndtr(a), log_ndtr(b)
+    return lb + torch.log(torch.clamp(1.0 - torch.exp(torch.clamp(la - lb, max=0.0)), min=1e-30))
+
+
+def breakpoint_gain_db(d_km: Tensor, tx_h_m: float, rx_h_m: Tensor, n_near: Tensor, n_far: Tensor) -> Tensor:
+    """−L(d) at 1 MHz (dB) of the breakpoint law (ITU-R P.525 to the radio horizon, ``n_far`` beyond)."""
+    d = torch.clamp(d_km, min=MIN_LAW_DISTANCE_KM)
+    d_b = HORIZON_KM_PER_SQRT_M * (math.sqrt(tx_h_m) + torch.sqrt(rx_h_m))
+    near = 10.0 * n_near * torch.log10(d)
+    far = 10.0 * n_near * torch.log10(d_b) + 10.0 * n_far * torch.log10(d / d_b)
+    return -(FREE_SPACE_1KM_1MHZ_DB + torch.where(d <= d_b, near, far))
+
+
+class GridPosteriorNet(nn.Module):
+    """Unnormalised log posterior (nats) of B sessions at per-session points; see the module docstring.
+
+    Parameters
+    ----------
+    cfg
+        Power range (dBm), height range (m), the breakpoint law's starting exponents
+        and clutter loss (dB), σ_f and τ (dB) of the no-map case, path-loss knots (km).
+    n_receivers
+        Receiver slots of a map (0: no map).
+
+    Learnable parameters (no map): ``n_near``, ``n_far``, ``clutter_db``, ``log_field_sigma_db``,
+    ``log_nugget_db`` and ``band_offset_db`` (the 70 cm gain change: antennas, feeders, clutter).
+    """
+
+    def __init__(self, cfg: MapsConfig | None = None) -> None:
+        super().__init__()
+        cfg = cfg or MapsConfig()
+        self.power_range_dbm = tuple(float(v) for v in cfg.power_range_dbm)
+        self.tx_height_range_m = tuple(float(v) for v in cfg.tx_height_range_m)
+        self.knots_km = tuple(float(k) for k in cfg.pathloss_knots_km)
+        heights, log_w = height_nodes(*self.tx_height_range_m, HEIGHT_NODES)
+        self.heights_m = tuple(float(h) for h in heights)
+        self.register_buffer("log_height_weight", torch.tensor(log_w, dtype=torch.float32))
+        self.n_near = nn.Parameter(torch.tensor(float(cfg.prior_exponents[0])))
+        self.n_far = nn.Parameter(torch.tensor(float(cfg.prior_exponents[1])))
+        self.clutter_db = nn.Parameter(torch.tensor(float(cfg.prior_clutter_db)))
+        self.log_field_sigma_db = nn.Parameter(torch.tensor(math.log(cfg.prior_sigma_db)))
+        self.log_nugget_db = nn.Parameter(torch.tensor(math.log(cfg.prior_nugget_db)))
+        self.band_offset_db = nn.Parameter(torch.tensor(0.0))
+        self.has_map = False
+        self.grid_geometry = (0.0, 0.0, 1.0, 1, 1)  # east0, north0, step (km), n_east, n_north
+        for name in ("map_coef", "map_field_db", "map_field_var_db2", "map_nugget_db"):
+            self.register_buffer(name, torch.zeros(0))
+
+    # -- the learnt radio map -----------------------------------------------------------------
+    def load_map(self, rmap: RadioMap) -> None:
+        """Use a fitted radio map (its receivers are the slots, in the map's network order)."""
+        if rmap.coef is None:
+            raise ValueError("the radio map has no fitted path loss (fewer labels than min_labels)")
+        g = rmap.grid
+        self.has_map = True
+        self.grid_geometry = (g.east0_km, g.north0_km, g.step_km, g.n_east, g.n_north)
+        nb, r = rmap.field_db.shape[:2]
+        self.map_coef = torch.tensor(rmap.coef, dtype=torch.float32)
+        self.map_field_db = torch.tensor(rmap.field_db.reshape(nb, r, -1), dtype=torch.float32)
+        self.map_field_var_db2 = torch.tensor(rmap.field_var_db2.reshape(nb, r, -1), dtype=torch.float32)
+        self.map_nugget_db = torch.tensor(float(rmap.hyper.nugget_db))
+        self.power_range_dbm = tuple(float(v) for v in rmap.config.power_range_dbm)
+        self.knots_km = tuple(float(k) for k in rmap.knots_km)
+
+    @property
+    def nugget_db(self) -> Tensor:
+        """Per-capture σ τ (dB)."""
+        return self.map_nugget_db if self.has_map else torch.exp(self.log_nugget_db)
+
+    def _fitted_gain(self, d_km: Tensor, band: Tensor) -> Tensor:
+        """g_i(d) of the fitted piecewise-linear law (B, R, G), dB (:mod:`heimdall.maps.pathloss`)."""
+        ld = torch.log10(torch.clamp(d_km, min=MIN_FIT_DISTANCE_KM))
+        c = self.map_coef  # (R, 3 + K)
+        out = c[None, :, 0:1] - 10.0 * ld * c[None, :, 1:2]
+        for k, knot in enumerate(self.knots_km):
+            out = out - 10.0 * torch.clamp(ld - math.log10(knot), min=0.0) * c[None, :, 2 + k : 3 + k]
+        return out + band.to(d_km.dtype)[:, None, None] * c[None, :, -1:]
+
+    def _field(self, points_km: Tensor, band: Tensor) -> tuple[Tensor, Tensor]:
+        """Bilinear field mean (dB) and variance (dB²) of each session's band at its points: (B, R, G)."""
+        e0, n0, step, n_e, n_n = self.grid_geometry
+        x = torch.clamp((points_km[..., 0] - e0) / step, 0.0, max(n_e - 1.000001, 0.0))
+        y = torch.clamp((points_km[..., 1] - n0) / step, 0.0, max(n_n - 1.000001, 0.0))
+        i0, j0 = torch.floor(x), torch.floor(y)
+        wx, wy = x - i0, y - j0
+        i0, j0 = i0.long(), j0.long()
+        i1 = torch.clamp(i0 + 1, max=n_e - 1)
+        j1 = torch.clamp(j0 + 1, max=n_n - 1)
+        r = self.map_field_db.shape[1]
+        out = []
+        for grid in (self.map_field_db, self.map_field_var_db2):
+            per = grid[band]  # (B, R, cells)
+
+            def at(j: Tensor, i: Tensor, per: Tensor = per) -> Tensor:
+                idx = (j * n_e + i)[:, None, :].expand(-1, r, -1)
+                return torch.gather(per, 2, idx)
+
+            w_x, w_y = wx[:, None, :], wy[:, None, :]
+            out.append(
+                (at(j0, i0) * (1 - w_x) + at(j0, i1) * w_x) * (1 - w_y)
+                + (at(j1, i0) * (1 - w_x) + at(j1, i1) * w_x) * w_y
+            )
+        return out[0], out[1]
+
+    def predicted_power(
+        self, rx_km: Tensor, rx_height_m: Tensor, band: Tensor, points_km: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """μ_i(x, h) for P0 = 0 dB per height node (H, B, R, G), dB, and its variance v_i(x) (B, R, G), dB²."""
+        diff = points_km[:, None, :, :] - rx_km[:, :, None, :]
+        d = torch.sqrt(torch.sum(diff * diff, dim=-1) + 1e-12)  # (B, R, G)
+        rx_h = rx_height_m[:, :, None]
+        per_h = torch.stack(
+            [breakpoint_gain_db(d, h, rx_h, self.n_near, self.n_far) for h in self.heights_m]
+        )  # (H, B, R, G)
+        w = torch.exp(self.log_height_weight)[:, None, None, None]
+        average = torch.sum(w * per_h, dim=0)
+        if self.has_map:
+            field, var = self._field(points_km, band)
+            base = self._fitted_gain(d, band) + field
+        else:
+            base = average - self.clutter_db + band.to(d.dtype)[:, None, None] * self.band_offset_db
+            var = torch.exp(2.0 * self.log_field_sigma_db) * torch.ones_like(d)
+        return base[None] + (per_h - average[None]), var
+
+    def forward(
+        self,
+        y_db: Tensor,
+        state: Tensor,
+        cens_db: Tensor,
+        rx_km: Tensor,
+        rx_height_m: Tensor,
+        band: Tensor,
+        points_km: Tensor,
+    ) -> Tensor:
+        """Unnormalised log posterior (B, G), nats.
+
+        Parameters
+        ----------
+        y_db
+            (B, R) measured power + 20 log10(f / MHz), dB (dBm at nominal full scale); used where heard.
+        state
+            (B, R) 0 unused, 1 heard, 2 silent, 3 clipped (:mod:`heimdall.maps.observations`).
+        cens_db
+            (B, R) the silent receiver's threshold or the clipped receiver's measured power, same reference.
+        rx_km, rx_height_m
+            (B, R, 2) receiver positions (east, north) in the local frame, km; (B, R) heights, m.
+        band
+            (B,) 0 for 2 m, 1 for 70 cm (int64).
+        points_km
+            (B, G, 2) candidate positions, km.
+
+        """
+        mean, var = self.predicted_power(rx_km, rx_height_m, band, points_km)
+        tau2 = self.nugget_db**2
+        heard = (state == HEARD)[:, :, None].to(mean.dtype)  # (B, R, 1)
+        y = torch.where(state == HEARD, y_db, torch.zeros_like(y_db))[:, :, None]
+        w = heard / (tau2 + var)  # (B, R, G)
+        r = y[None] - mean  # (H, B, R, G)
+        big_w = torch.sum(w, dim=1)  # (B, G)
+        any_heard = big_w > 0
+        safe_w = torch.where(any_heard, big_w, torch.ones_like(big_w))
+        s1 = torch.sum(w[None] * r, dim=2)  # (H, B, G)
+        m = s1 / safe_w[None]
+        q = torch.clamp(torch.sum(w[None] * r * r, dim=2) - s1 * m, min=0.0)
+        log_det = torch.sum(heard * torch.log(torch.where(heard > 0, w, torch.ones_like(w))), dim=1)
+        lo, hi = self.power_range_dbm
+        sw = torch.sqrt(safe_w)[None]
+        mass = log_interval_prob((lo - m) * sw, (hi - m) * sw)
+        ll = -0.5 * q + 0.5 * log_det[None] - 0.5 * torch.log(safe_w)[None] + mass
+        ll = torch.where(any_heard[None], ll, torch.zeros_like(ll))
+        ll = ll + self._censored(state, cens_db, mean, var, tau2, m, safe_w, any_heard)
+        ll = ll + self.log_height_weight[:, None, None]
+        return torch.logsumexp(ll, dim=0)
+
+    def _censored(
+        self,
+        state: Tensor,
+        cens_db: Tensor,
+        mean: Tensor,
+        var: Tensor,
+        tau2: Tensor,
+        m: Tensor,
+        big_w: Tensor,
+        any_heard: Tensor,
+    ) -> Tensor:
+        """Log E[Π_j Φ(s_j z_j)] over P0 given the heard terms (H, B, G).
+
+        P0 given the heard terms is N(m, 1/W) truncated to the power range: midpoint nodes
+        over the range weighted by that density (uniform weights when nothing is heard). The
+        truncation is exact; 16 nodes (1.25 dB apart over 20 dB) integrate the smooth
+        Gaussian to better than 1e-3 for 1/√W ≥ 1 dB (midpoint rule on a Gaussian, error
+        ~exp(−2π² σ² / h²)). Gauss-Hermite nodes of the untruncated normal were tried and
+        were worse where the posterior lies near the ends of the power range.
+        """
+        lo, hi = self.power_range_dbm
+        k = P0_QUADRATURE_NODES
+        nodes = torch.tensor(lo + (hi - lo) * (np.arange(k) + 0.5) / k, dtype=mean.dtype)  # (K,)
+        dev = nodes - m[..., None]  # (H, B, G, K)
+        log_w = torch.where(any_heard[None, :, :, None], -0.5 * big_w[None, :, :, None] * dev * dev, 0.0 * dev)
+        log_w = log_w - torch.logsumexp(log_w, dim=-1, keepdim=True)
+        sign = torch.where(state == SILENT, 1.0, torch.where(state == CLIPPED, -1.0, 0.0)).to(mean.dtype)
+        cens = torch.where(sign != 0, cens_db, torch.zeros_like(cens_db))
+        z = (cens[None, :, :, None, None] - nodes - mean[..., None]) / torch.sqrt(tau2 + var)[None, ..., None]
+        s = sign[None, :, :, None, None]  # (1, B, R, 1, 1)
+        terms = torch.where(s != 0, log_ndtr(s * z), torch.zeros_like(z))  # (H, B, R, G, K)
+        total = log_w + torch.sum(terms, dim=2)
+        return torch.logsumexp(total, dim=-1)
