@@ -23,7 +23,9 @@ Usage::
    → ``map fit`` with the first N APRS labels (99 % radius ≤ 1 km, burst powers) → the
    non-APRS test sessions of that world (uniform positions; NBFM voice, carrier, GMSK) located
    with ``radio_map_kriging``; beside it the same sessions with **perfect labels** (the true
-   positions, radius 0, the same burst measurements) and the oracle. Cached under ``--out``.
+   positions, radius 0, the same burst measurements) and the oracle; each also fitted without
+   the fit's wrong-label test (``outlier_p_value: 0``), with the count of wrong labels (typed-in
+   positions) the test flagged and of good ones it flagged. Cached under ``--out`` (resumable).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from heimdall.labels.policy import LabelPolicy, decide
 from heimdall.maps.config import MapsConfig
 from heimdall.maps.estimator import RadioMapLocator
 from heimdall.maps.fit import fit_radio_map
-from heimdall.maps.observations import observations_from_store
+from heimdall.maps.observations import R99_PER_SIGMA, LabelledObservations, observations_from_store
 from heimdall.network import load_network
 from heimdall.network.geodesy import geodesic_distance_km
 from heimdall.sim.aprs import FORMATS, PositionReport, frame_burst, position_frame
@@ -133,21 +135,67 @@ def _posterior_row(mean_km, map_km, scores, truth) -> dict:
     return {"median_km": float(np.median(mean_err)), **posterior_summary(scores, Estimate(map_km), truth)}
 
 
+#: Simulated APRS traffic of the learning curve: the first part (its size and seed fixed by
+#: the first published run, N <= 1,000), then parts of ``PART_SESSIONS`` with seeds 31, 41, ...
+#: added until the labels suffice (yield ~62 %). Part k's session ids are offset by k * 10**6.
+FIRST_PART, PART_SESSIONS, ID_OFFSET = (1632, 21), 1600, 10**6
+
+
+def aprs_labels(n_max: int, world: int, root: str) -> tuple:
+    """APRS-labelled and perfectly labelled observations (same sessions, same order), ≥ ``n_max`` if possible.
+
+    Returns (aprs, perfect, network, per-part label summaries). Perfect labels: the true
+    positions, radius 0, the same burst measurements. Resumable: each part is a store.
+    """
+    cfg = MapsConfig()
+    aprs_parts, perfect_parts, summaries, net = [], [], [], None
+    n_labels, k = 0, 0
+    while n_labels < n_max:
+        n_sim, seed = FIRST_PART if k == 0 else (PART_SESSIONS, FIRST_PART[1] + 10 * k)
+        tag = "" if k == 0 else f"-{k}"
+        sim, lab = os.path.join(root, f"aprs{tag}"), os.path.join(root, f"labelled{tag}")
+        t0 = time.perf_counter()
+        run_simulation(
+            sim, "nw-italy", n_sim, world, seed, shard_size=128, workers=1, positions="clustered", mode="aprs"
+        )
+        t1 = time.perf_counter()
+        summary = run_label(sim, lab)
+        summaries.append({**summary, "simulate_s": t1 - t0, "label_s": time.perf_counter() - t1})
+        obs, net = observations_from_store(lab, max_label_radius_m=cfg.max_label_radius_m)
+        truth = SessionStore.open(sim).sessions_table()
+        ids, lats, lons = (truth.column(c).to_pylist() for c in ("session_id", "tx_lat_deg", "tx_lon_deg"))
+        pos = {s: (la, lo) for s, la, lo in zip(ids, lats, lons, strict=True)}
+        lat, lon = np.array([pos[s] for s in obs.session_id.tolist()]).T
+        obs = dataclasses.replace(obs, session_id=obs.session_id + k * ID_OFFSET)
+        aprs_parts.append(obs)
+        perfect_parts.append(
+            dataclasses.replace(
+                obs, pos_km=np.stack(net.frame.to_local_km(lat, lon), -1), radius_km=np.zeros(len(obs))
+            )
+        )
+        n_labels += len(obs)
+        print(f"APRS part {k}: {summary['n_labelled']} labels of {summary['n_sessions']} sessions "
+              f"({summary.get('n_wrong')} wrong), total {n_labels}", flush=True)  # fmt: skip
+        k += 1
+    concat = LabelledObservations.concat
+    return concat(aprs_parts), concat(perfect_parts), net, summaries
+
+
+def wrong_labels(aprs: LabelledObservations, perfect: LabelledObservations) -> np.ndarray:
+    """Labels farther from the truth than their 99 % radius + 100 m (``data label``'s ``n_wrong``)."""
+    err_km = np.hypot(*(aprs.pos_km - perfect.pos_km).T)
+    return err_km > aprs.radius_km * R99_PER_SIGMA + 0.1
+
+
 def learning_curve(ns: list[int], world: int, n_test: int, out: str) -> dict:
     """radio_map_kriging from N APRS labels vs N perfect labels vs the oracle, on non-APRS test sessions."""
     root = os.path.join(out, f"curve-w{world}")
     os.makedirs(root, exist_ok=True)
     cache = os.path.join(root, "curve.json")
     result = json.load(open(cache)) if os.path.exists(cache) else {}
-    sim, lab, test = (os.path.join(root, k) for k in ("aprs", "labelled", "test"))
-    # APRS yield on clustered positions is ~2/3: simulate enough traffic for max(N) labels
-    n_sim = int(max(ns) * 1.6) + 32
-    run_simulation(
-        sim, "nw-italy", n_sim, world, 21, shard_size=128, workers=1, positions="clustered", mode="aprs"
-    )
-    t0 = time.perf_counter()
-    summary = run_label(sim, lab)
-    result.setdefault("label", {**summary, "seconds": time.perf_counter() - t0})
+    test = os.path.join(root, "test")
+    aprs, perfect, net, summaries = aprs_labels(max(ns), world, root)
+    result["label_parts"] = summaries
     run_simulation(test, "nw-italy", n_test, world, 22, workers=1)  # the default mode mix: nbfm, cw, fsk
     if "oracle" not in result:
         res = evaluate_store(test, None, ["oracle"])
@@ -156,32 +204,43 @@ def learning_curve(ns: list[int], world: int, n_test: int, out: str) -> dict:
             res.posteriors["oracle_mean"], res.truth_km,
         )  # fmt: skip
     cfg = MapsConfig()
-    aprs, net = observations_from_store(lab, max_label_radius_m=cfg.max_label_radius_m)
-    truth = SessionStore.open(sim).sessions_table()
-    ids, lats, lons = (truth.column(c).to_pylist() for c in ("session_id", "tx_lat_deg", "tx_lon_deg"))
-    pos = {s: (la, lo) for s, la, lo in zip(ids, lats, lons, strict=True)}
-    lat, lon = np.array([pos[s] for s in aprs.session_id.tolist()]).T
-    perfect = dataclasses.replace(
-        aprs, pos_km=np.stack(net.frame.to_local_km(lat, lon), -1), radius_km=np.zeros(len(aprs))
-    )
     test_obs, _ = observations_from_store(test, net)
+    wrong = wrong_labels(aprs, perfect)
+    variants = {  # name: (labels, settings); "_no_test": without the wrong-label test of the fit
+        "aprs_labels": (aprs, cfg),
+        "perfect_labels": (perfect, cfg),
+        "aprs_labels_no_test": (aprs, cfg.model_copy(update={"outlier_p_value": 0.0})),
+        "perfect_labels_no_test": (perfect, cfg.model_copy(update={"outlier_p_value": 0.0})),
+    }
     for n in ns:
-        if str(n) in result:
-            continue
         if n > len(aprs):
             print(f"N = {n}: only {len(aprs)} APRS labels, skipped", flush=True)
             continue
-        row = {}
-        for name, obs in (("aprs_labels", aprs), ("perfect_labels", perfect)):
-            m = fit_radio_map(obs.select(slice(0, n)), net, cfg)
+        row = result.setdefault(str(n), {})
+        for name, (obs, settings) in variants.items():
+            if name in row:
+                continue
+            t0 = time.perf_counter()
+            m = fit_radio_map(obs.select(slice(0, n)), net, settings)
+            fit_s = time.perf_counter() - t0
             post = RadioMapLocator(m).run(test_obs)
             row[name] = _posterior_row(post.mean_km, post.map_km, post.scores, test_obs.pos_km)
-        result[str(n)] = row
-        with open(cache, "w") as f:
-            json.dump(result, f, indent=1)
+            ids = obs.session_id[:n]
+            fitted = np.isin(ids, m.train.session_id)  # the rest is held out (never tested)
+            flagged = np.isin(ids, m.outlier_session_ids)
+            bad = wrong[:n] if obs is aprs else np.zeros(n, bool)
+            row[name].update({
+                "fit_s": fit_s, "n_wrong": int(bad.sum()), "n_wrong_fitted": int((bad & fitted).sum()),
+                "n_fitted": int(fitted.sum()), "n_outliers": int(flagged.sum()),
+                "flagged_wrong": int((flagged & bad).sum()), "flagged_good": int((flagged & ~bad).sum()),
+            })  # fmt: skip
+            with open(cache, "w") as f:
+                json.dump(result, f, indent=1)
         a, p = row["aprs_labels"], row["perfect_labels"]
         print(f"N = {n}: APRS {a['median_km']:.1f} / {a['map_median_km']:.1f} km, perfect "
-              f"{p['median_km']:.1f} / {p['map_median_km']:.1f} km (mean / MAP)", flush=True)  # fmt: skip
+              f"{p['median_km']:.1f} / {p['map_median_km']:.1f} km (mean / MAP); wrong labels fitted "
+              f"{a['n_wrong_fitted']}, flagged {a['flagged_wrong']} of them and {a['flagged_good']} good",
+              flush=True)  # fmt: skip
     with open(cache, "w") as f:
         json.dump(result, f, indent=1)
     return result

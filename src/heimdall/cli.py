@@ -142,10 +142,21 @@ def train(
     summary: Annotated[Path | None, typer.Option(help="Write run id, checkpoint, metrics as JSON.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
-    """Train LocalizationNet; log to MLflow; print the run id, best checkpoint and validation metrics."""
+    """Train LocalizationNet; log to MLflow; print the run id, best checkpoint and validation metrics.
+
+    A config with top-level ``kind: grid-posterior`` pretrains the grid-posterior model instead.
+    """
     from heimdall.models.config import load_config
+    from heimdall.models.gridnet_config import is_gridnet_config
     from heimdall.models.train import run_training
 
+    if is_gridnet_config(config):
+        if resume is not None:
+            raise HeimdallError("--resume: a grid-posterior config has no resumable checkpoint; rerun it")
+        given = {"max_minutes": max_minutes, "max_epochs": max_epochs, "out_dir": out_dir}
+        _train_gridnet(config, data, val, {k: v for k, v in given.items() if v is not None}, tracking_uri,
+                       summary, progress)  # fmt: skip
+        return
     cfg = load_config(config)
     pick = {k: v for k, v in {"train": data, "val": val}.items() if v is not None}
     given = {"max_minutes": max_minutes, "max_epochs": max_epochs, "accelerator": accelerator,
@@ -170,6 +181,37 @@ def train(
                   "temperature": result.temperature, "n_parameters": result.n_parameters,
                   "val_metrics": result.metrics, "val_metrics_raw": result.raw_metrics,
                   "train_seconds": result.train_seconds, "sessions_seen": result.sessions_seen}  # fmt: skip
+        summary.write_text(json.dumps(fields, indent=1))
+
+
+def _train_gridnet(
+    config: Path, data: str | None, val: str | None, trainer: dict, tracking_uri: str | None,
+    summary: Path | None, progress: bool,
+) -> None:  # fmt: skip
+    """``train`` of a grid-posterior config: pretrain, then print the learnt parameters and figures."""
+    from heimdall.models.gridnet_config import load_gridnet_config
+    from heimdall.models.gridnet_train import run_gridnet_training
+
+    cfg = load_gridnet_config(config)
+    pick = {k: v for k, v in {"train": data, "val": val}.items() if v is not None}
+    tracking = {"uri": tracking_uri} if tracking_uri else {}
+    cfg = cfg.with_overrides(data=pick, trainer=trainer, tracking=tracking)
+    result = run_gridnet_training(cfg, progress=progress)
+    console.print(f"MLflow run id: {result.run_id}")
+    console.print(f"checkpoint: {result.checkpoint} ({result.n_train} train, {result.n_val} val sessions)")
+    table = Table("parameter", "start", "learnt", title="grid-posterior model: learnt parameters")
+    for key, value in result.parameters.items():
+        table.add_row(key, f"{result.start_parameters[key]:.3f}", f"{value:.3f}")
+    for key, value in result.val_metrics.items():
+        table.add_row(f"val {key}", f"{result.start_val_metrics[key]:.3f}", f"{value:.3f}")
+    table.add_row("seconds (data, measure, train, total)", "",
+                  ", ".join(f"{result.seconds.get(k, float('nan')):.0f}" for k in ("data", "measure", "train",
+                                                                                    "total")))  # fmt: skip
+    stdout_console().print(table)
+    if summary is not None:
+        fields = {"run_id": result.run_id, "checkpoint": result.checkpoint, "parameters": result.parameters,
+                  "start_parameters": result.start_parameters, "val_metrics": result.val_metrics,
+                  "start_val_metrics": result.start_val_metrics, "seconds": result.seconds}  # fmt: skip
         summary.write_text(json.dumps(fields, indent=1))
 
 
@@ -514,6 +556,10 @@ def export_cmd(
         Path | None,
         typer.Option(help="report.json of `heimdall evaluate` on a held-out test set (model card figures)."),
     ] = None,
+    radio_map: Annotated[
+        str | None,
+        typer.Option("--map", help="Radio map (map fit) whose fields go into a grid-posterior model."),
+    ] = None,
     tracking_uri: TrackingOpt = None,
     endpoint_url: EndpointOpt = None,
     storage_option: StorageOpt = None,
@@ -530,12 +576,14 @@ def export_cmd(
     report = run_export(out, checkpoint=checkpoint, run_id=run, register=register, alias=alias,
                         evaluation=evaluation, tracking_uri=tracking_uri,
                         storage_options=_options(endpoint_url, storage_option) or None,
-                        experiment=experiment)  # fmt: skip
-    worst = max(report.parity, key=lambda c: c.max_position_diff_m)
-    console.print(
-        f"wrote {report.uri} ({report.size_bytes / 1e6:.2f} MB, opset {report.opset}); parity with PyTorch: "
-        f"worst {worst.max_position_diff_m * 1000:.2f} mm over {len(report.parity)} batches"
-    )
+                        experiment=experiment, radio_map=radio_map)  # fmt: skip
+    if hasattr(report, "parity_max_tv"):
+        parity = f"posterior total variation {report.parity_max_tv:.1e}"
+    else:
+        worst = max(report.parity, key=lambda c: c.max_position_diff_m)
+        parity = f"worst {worst.max_position_diff_m * 1000:.2f} mm over {len(report.parity)} batches"
+    size = f"{report.size_bytes / 1e6:.2f} MB"
+    console.print(f"wrote {report.uri} ({size}, opset {report.opset}); parity with PyTorch: {parity}")
     if report.registered:
         console.print(f"registered {report.registered['model_uri']} (version {report.registered['version']})")
     stdout_console().print_json(json.dumps({k: v for k, v in report.as_dict().items() if k != "metadata"}))

@@ -28,7 +28,7 @@ from heimdall.eval.noise import capture_sigma_db, fading_scatter, total_sigma_db
 from heimdall.eval.oracle import Oracle
 from heimdall.eval.rss_ml import PathLoss, rss_ml
 from heimdall.eval.tdoa import gabor_bandwidth_hz, tdoa_ml
-from heimdall.eval.threads import start_model
+from heimdall.eval.threads import start_model, start_posterior
 from heimdall.maps.estimator import RadioMapLocator
 from heimdall.maps.observations import observations_from_batch
 from heimdall.network import LocalFrame, Network
@@ -354,7 +354,12 @@ def _process(
     rx_km = np.where(batch.online[..., None], geo.rx_km, np.nan)
     ests: dict[str, Estimate] = {}
     # the model runs in its worker thread (one intra-op thread) beside the baselines
-    pending = start_model(predictor, batch) if predictor is not None else None
+    has_posterior = predictor is not None and hasattr(predictor, "posterior")
+    pending = None
+    if predictor is not None:
+        pending = (
+            start_posterior(predictor, batch, ctx.frame) if has_posterior else start_model(predictor, batch)
+        )
     # the grid products are skinny (R ≤ ~10): one BLAS thread beats contended threads
     with threadpool_limits(limits=1, user_api="blas"):
         found = _run_baselines(ctx, batch, meas, geo.rx_km, geo.tx_km, baselines, timings)
@@ -362,7 +367,13 @@ def _process(
             t = time.perf_counter()
             found["radio_map_kriging"] = _radio_map_kriging(radio_map, batch, ctx.frame)
             timings["radio_map_kriging"] = timings.get("radio_map_kriging", 0.0) + time.perf_counter() - t
-    if pending is not None and predictor is not None:
+    if pending is not None and has_posterior:  # a grid-posterior model: scored as a posterior
+        post, seconds = pending.result()
+        found["model"] = PosteriorEstimate(
+            Estimate(post.mean_km, post.cov_km2), Estimate(post.map_km, None), post.scores
+        )
+        timings["model"] = timings.get("model", 0.0) + seconds
+    elif pending is not None and predictor is not None:
         mean, cov, seconds = pending.result()
         if (predictor.frame.ref_lat_deg, predictor.frame.ref_lon_deg) != (
             ctx.frame.ref_lat_deg,

@@ -112,6 +112,8 @@ def run_evaluation(
             "radio map to fit); drop --model to score the baselines with radio_map_kriging"
         )
     radio_map = _radio_map(labelled, map_uri, storage_options)
+    if predictor is not None and radio_map is not None and hasattr(predictor, "adapt"):
+        predictor = predictor.adapt(radio_map.rmap, map_uri=map_uri or labelled)  # the code path of map fit
     check = None
     if predictor is not None:  # refuse an overlapping store before any work (heimdall.eval.provenance)
         store = SessionStore.open(data, storage_options=storage_options)

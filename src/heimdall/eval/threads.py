@@ -69,15 +69,38 @@ def predict_in_batches(
 _WORKER: ThreadPoolExecutor | None = None
 
 
-def start_model(
-    predictor: _Predicts, batch: Any
-) -> Future[tuple[NDArray[np.float64], NDArray[np.float64], float]]:
+def start_model(predictor: _Predicts, batch: Any) -> Future[Any]:
     """Run :func:`predict_in_batches` on ``batch`` in the model's worker thread.
 
     ``.result()`` gives the mean, the covariance and the seconds spent; the
     caller runs the baselines meanwhile.
     """
+    return _worker().submit(predict_in_batches, predictor, batch)
+
+
+def start_posterior(predictor: Any, batch: Any, frame: Any) -> Future[Any]:
+    """Run ``predictor.posterior(batch, frame)`` (one intra-op thread) in the model's worker thread.
+
+    ``.result()`` gives the posterior summaries and the seconds spent.
+    """
+
+    def run() -> tuple[Any, float]:
+        start = time.perf_counter()
+        torch = sys.modules.get("torch")
+        before = torch.get_num_threads() if torch is not None else None
+        try:
+            if torch is not None:
+                torch.set_num_threads(MODEL_THREADS)
+            return predictor.posterior(batch, frame), time.perf_counter() - start
+        finally:
+            if torch is not None and before is not None:
+                torch.set_num_threads(before)
+
+    return _worker().submit(run)
+
+
+def _worker() -> ThreadPoolExecutor:
     global _WORKER
     if _WORKER is None:
         _WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="heimdall-model")
-    return _WORKER.submit(predict_in_batches, predictor, batch)
+    return _WORKER

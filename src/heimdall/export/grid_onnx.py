@@ -3,9 +3,9 @@
 Inputs (``heimdall.models.gridnet_inputs.INPUT_NAMES``): ``y_db`` float32 [B, R],
 ``state`` int64 [B, R], ``cens_db`` float32 [B, R], ``rx_km`` float32 [B, R, 2],
 ``rx_height_m`` float32 [B, R], ``band`` int64 [B], ``points_km`` float32 [B, G, 2];
-B and G are dynamic, R is fixed (the map's receivers, or at most :data:`N_SLOTS`
-for a model without a map, where R is dynamic). Output ``log_post`` float32 [B, G]: the unnormalised log
-posterior (nats) at the points. A radio map's path-loss coefficients and field grids are
+B and G are dynamic; R is fixed with a map (its receivers) and dynamic without one (at
+most :data:`heimdall.models.grid_predictor.N_SLOTS`). Output ``log_post`` float32 [B, G]:
+the unnormalised log posterior (nats) at the points. A radio map's path-loss coefficients and field grids are
 constants of the graph. Metadata (kind, slots, network and map provenance with a map,
 training provenance) is JSON under the ``heimdall`` key of ``metadata_props``.
 
@@ -29,15 +29,22 @@ from numpy.typing import NDArray
 from heimdall.errors import HeimdallError
 from heimdall.export.onnx import OPSET, model_uri, write_object
 from heimdall.export.predictor import METADATA_KEY
-from heimdall.models.grid_predictor import KIND, GridPosteriorPredictor, GraphRunner, torch_runner
+from heimdall.models.grid_predictor import (
+    DEFAULT_N_SAMPLES,
+    DEFAULT_SAMPLE_RATE_HZ,
+    KIND,
+    GraphRunner,
+    GridPosteriorPredictor,
+    map_metadata,
+    torch_runner,
+)
 from heimdall.models.gridnet import GridPosteriorNet
 from heimdall.models.gridnet_inputs import INPUT_NAMES
 
-#: Receiver slots of a model without a map (the network family's maximum).
-N_SLOTS = 12
 OUTPUT_NAME = "log_post"
 #: Largest accepted total variation between the onnxruntime and PyTorch posteriors.
 PARITY_MAX_TV = 1e-3
+
 
 def _dynamic_axes(receivers_dynamic: bool) -> dict[str, dict[int, str]]:
     """Batch and points always dynamic; receivers too for a model without a map."""
@@ -111,7 +118,9 @@ def to_onnx_bytes(model: GridPosteriorNet, n_slots: int, metadata: dict[str, Any
     return proto.SerializeToString()
 
 
-def onnx_runner(model_bytes: bytes, source: str, threads: int | None = 1) -> tuple[GraphRunner, dict[str, Any]]:
+def onnx_runner(
+    model_bytes: bytes, source: str, threads: int | None = 1
+) -> tuple[GraphRunner, dict[str, Any]]:
     """An onnxruntime runner of a grid-posterior graph and its metadata."""
     import onnxruntime as ort
 
@@ -129,7 +138,9 @@ def onnx_runner(model_bytes: bytes, source: str, threads: int | None = 1) -> tup
         raise HeimdallError(f"{source}: ONNX inputs are {names}, expected {INPUT_NAMES}")
     props = session.get_modelmeta().custom_metadata_map
     if METADATA_KEY not in props:
-        raise HeimdallError(f"{source}: ONNX file has no {METADATA_KEY!r} metadata (not exported by Heimdall)")
+        raise HeimdallError(
+            f"{source}: ONNX file has no {METADATA_KEY!r} metadata (not exported by Heimdall)"
+        )
 
     def run(feeds: dict[str, NDArray]) -> NDArray[np.float32]:
         return session.run([OUTPUT_NAME], {n: feeds[n] for n in INPUT_NAMES})[0]
@@ -172,33 +183,22 @@ def grid_metadata(
     import torch
 
     from heimdall import __version__
+    from heimdall.models.gridnet import gridnet_description
 
     meta: dict[str, Any] = {
         "kind": KIND,
+        "model": gridnet_description(model),
         "n_slots": int(n_slots),
         "training": training,
         "evaluation": evaluation,
+        "sample_rate_hz": float(training.get("sample_rate_hz") or DEFAULT_SAMPLE_RATE_HZ),
+        "n_samples": int(training.get("n_samples") or DEFAULT_N_SAMPLES),
         "power_range_dbm": list(model.power_range_dbm),
         "tx_height_range_m": list(model.tx_height_range_m),
         "export": {"opset": OPSET, "heimdall_version": __version__, "torch_version": torch.__version__},
     }
     if map_meta is not None:
-        e0, n0, step, n_e, n_n = model.grid_geometry
-        meta |= {
-            "network": map_meta["network"],
-            "network_name": map_meta["network"].get("name"),
-            "ref_lat": map_meta["frame"]["ref_lat_deg"],
-            "ref_lon": map_meta["frame"]["ref_lon_deg"],
-            "map_area_km": [e0 - step / 2, e0 + (n_e - 0.5) * step, n0 - step / 2, n0 + (n_n - 0.5) * step],
-            "radio_map": {
-                "uri": map_uri,
-                "map_version": map_meta.get("map_version"),
-                "n_labels": map_meta.get("n_labels"),
-                "sources": map_meta.get("sources", []),
-                "hyper": map_meta.get("hyper"),
-                "created_utc": map_meta.get("created_utc"),
-            },
-        }
+        meta |= map_metadata(model, map_meta, map_uri)
     return meta
 
 
@@ -217,7 +217,9 @@ def export_grid_model(
     runner, _ = onnx_runner(data, uri)
     tv = parity_max_tv(model, runner, n_slots)
     if not tv <= PARITY_MAX_TV:
-        raise HeimdallError(f"ONNX and PyTorch posteriors disagree: total variation {tv:.3g} > {PARITY_MAX_TV}")
+        raise HeimdallError(
+            f"ONNX and PyTorch posteriors disagree: total variation {tv:.3g} > {PARITY_MAX_TV}"
+        )
     write_object(uri, data, storage_options)
     report = GridExportReport(uri, len(data), OPSET, export_s, tv, metadata, onnx_bytes=data)
     sidecar = uri.removesuffix(".onnx") + ".json"

@@ -7,7 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from heimdall.errors import HeimdallError
+from heimdall.export.grid_onnx import GridExportReport, export_grid_model, grid_metadata
 from heimdall.export.onnx import ExportReport, export_model
+from heimdall.models.grid_predictor import KIND
+from heimdall.models.predict import read_checkpoint
 
 
 def run_export(
@@ -20,7 +23,8 @@ def run_export(
     tracking_uri: str | None = None,
     storage_options: dict[str, Any] | None = None,
     experiment: str | None = None,
-) -> ExportReport:
+    radio_map: str | None = None,
+) -> ExportReport | GridExportReport:
     """Export a model given by ``checkpoint`` or MLflow ``run_id`` to ``out`` and optionally register it.
 
     Parameters
@@ -47,6 +51,9 @@ def run_export(
     experiment
         Experiment searched by ``run_id="latest"`` (default: the training config's default,
         ``heimdall``).
+    radio_map
+        A fitted radio map (``heimdall map fit``) whose fields go into the graph: only for a
+        grid-posterior model (the production model); None: the model without a map.
 
     """
     from heimdall.export.evaluation import NO_TEST_REPORT, load_test_evaluation
@@ -74,6 +81,15 @@ def run_export(
                     "not a test figure",
                 }
         assert checkpoint is not None
+        payload = read_checkpoint(checkpoint)
+        if payload.get("kind") == KIND:
+            return _export_grid(payload, out, radio_map, evaluation, run_id, register, alias,
+                                tracking_uri, storage_options, run_tags)  # fmt: skip
+        if radio_map is not None:
+            raise HeimdallError(
+                f"--map: {checkpoint} is a Gaussian LocalizationNet: it has no fields to take a radio map; "
+                "export a grid-posterior model (configs/gridnet.yaml) with --map"
+            )
         model = load_model(checkpoint)
     model.metadata.pop("evaluation", None)  # only a verified test report below may fill it
     summary = None
@@ -84,6 +100,53 @@ def run_export(
     if validation is not None:
         model.metadata["validation"] = validation
     report = export_model(model, out, summary, storage_options)
+    if register:
+        from heimdall.export.registry import register_export
+
+        report.registered = register_export(report, report.onnx_bytes, register, alias, run_id, tracking_uri)
+    return report
+
+
+def _export_grid(
+    payload: dict[str, Any],
+    out: str,
+    radio_map: str | None,
+    evaluation: Path | None,
+    run_id: str | None,
+    register: str | None,
+    alias: str | None,
+    tracking_uri: str | None,
+    storage_options: dict[str, Any] | None,
+    run_tags: dict[str, str],
+) -> GridExportReport:
+    """Export a grid-posterior model, with the fields of ``radio_map`` when given."""
+    from heimdall.export.evaluation import NO_TEST_REPORT, load_test_evaluation
+    from heimdall.models.grid_predictor import N_SLOTS
+    from heimdall.models.gridnet import gridnet_from_payload
+
+    model, training = gridnet_from_payload(payload)
+    map_meta = None
+    n_slots = N_SLOTS
+    if radio_map is not None:
+        from heimdall.maps.artifact import load_map
+
+        rmap, map_meta = load_map(radio_map, storage_options)
+        if rmap.coef is None:
+            raise HeimdallError(
+                f"--map {radio_map}: fitted from {rmap.n_labels} labelled sessions, fewer than the fit's "
+                f"min_labels ({rmap.config.min_labels}): it has no fields to put in a model"
+            )
+        model.load_map(rmap)
+        n_slots = len(rmap.network.receivers)
+    hashes = {k: training.get(k) for k in ("dataset_hash", "val_dataset_hash")}
+    summary = None
+    if evaluation is not None:
+        summary = load_test_evaluation(Path(evaluation), {**training, **hashes}, run_tags, storage_options)
+    metadata = grid_metadata(model, n_slots, training, map_meta, radio_map, summary)
+    metadata |= {k: v for k, v in hashes.items() if v}
+    if summary is None:
+        metadata["evaluation_status"] = NO_TEST_REPORT
+    report = export_grid_model(model, out, metadata, storage_options)
     if register:
         from heimdall.export.registry import register_export
 

@@ -18,6 +18,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from heimdall.errors import HeimdallError
+from heimdall.models.grid_predictor import KIND as GRID_KIND
+from heimdall.models.grid_predictor import N_SLOTS as GRID_SLOTS
 from heimdall.network import LocalFrame, Network
 
 if TYPE_CHECKING:
@@ -192,14 +194,61 @@ def load_predictor(
         from heimdall.export.registry import fetch_registered
 
         model_bytes, version = fetch_registered(text, tracking_uri, storage_options)
-        return OnnxPredictor(model_bytes, text, version=version, threads=threads)
+        return predictor_from_bytes(model_bytes, text, version=version, threads=threads)
     if text.endswith((".ckpt", ".pt")):
         from heimdall.models.predict import Predictor as TorchPredictor
+        from heimdall.models.predict import read_checkpoint
 
         if "://" not in text and not Path(text).is_file():
             raise HeimdallError(f"checkpoint {text!r} does not exist")
+        payload = read_checkpoint(text)
+        if payload.get("kind") == GRID_KIND:
+            from heimdall.models.grid_predictor import GridPosteriorPredictor, torch_runner
+            from heimdall.models.gridnet import gridnet_description, gridnet_from_payload
+
+            model, training = gridnet_from_payload(payload)
+            meta = {
+                "kind": GRID_KIND,
+                "n_slots": GRID_SLOTS,
+                "training": training,
+                "model": gridnet_description(model),
+            }
+            return GridPosteriorPredictor(torch_runner(model.eval()), meta, text, "checkpoint")
         return TorchPredictor.from_checkpoint(text)
     from heimdall.export.external_data import model_folder
 
     model_dir = model_folder(text)
-    return OnnxPredictor(read_bytes(text, storage_options), text, threads=threads, model_dir=model_dir)
+    return predictor_from_bytes(read_bytes(text, storage_options), text, threads=threads, model_dir=model_dir)
+
+
+def onnx_kind(model_bytes: bytes) -> str | None:
+    """The ``kind`` in a Heimdall ONNX file's metadata (None: a Gaussian LocalizationNet or not ours)."""
+    import onnx
+
+    try:
+        proto = onnx.load_from_string(model_bytes)
+    except Exception:  # not ONNX: the predictor's own loader gives the readable error
+        return None
+    for prop in proto.metadata_props:
+        if prop.key == METADATA_KEY:
+            try:
+                meta = json.loads(prop.value)
+            except json.JSONDecodeError:
+                return None
+            return meta.get("kind") if isinstance(meta, dict) else None
+    return None
+
+
+def predictor_from_bytes(
+    model_bytes: bytes,
+    source: str,
+    version: str | None = None,
+    threads: int | None = None,
+    model_dir: Path | None = None,
+) -> Predictor:
+    """The predictor of an exported model: grid-posterior or Gaussian, by its metadata's ``kind``."""
+    if onnx_kind(model_bytes) == GRID_KIND:
+        from heimdall.export.grid_onnx import grid_predictor_from_bytes
+
+        return grid_predictor_from_bytes(model_bytes, source, version, threads=threads or 1)
+    return OnnxPredictor(model_bytes, source, version=version, threads=threads, model_dir=model_dir)

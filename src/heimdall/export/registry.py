@@ -30,6 +30,7 @@ from heimdall.errors import HeimdallError
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
+    from heimdall.export.grid_onnx import GridExportReport
     from heimdall.export.onnx import ExportReport
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
@@ -74,7 +75,7 @@ def _export_run(c: MlflowClient) -> str:
 
 
 def register_export(
-    report: ExportReport,
+    report: ExportReport | GridExportReport,
     onnx_bytes: bytes,
     name: str,
     alias: str | None = "production",
@@ -92,7 +93,8 @@ def register_export(
     """
     from mlflow.exceptions import MlflowException
 
-    from heimdall.export.evaluation import registry_description, registry_tags
+    from heimdall.export.evaluation import MAX_TAG_CHARS, registry_description, registry_tags
+    from heimdall.export.grid_onnx import GridExportReport
 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise HeimdallError(f"--register {name!r}: use letters, digits, '_', '.', '-'")
@@ -108,9 +110,12 @@ def register_export(
             (Path(tmp) / "model.json").write_text(json.dumps(report.as_dict(), indent=1))
             c.log_artifacts(run_id, tmp, artifact_path=ARTIFACT_DIR)
         c.log_metric(run_id, "onnx_size_bytes", report.size_bytes)
-        c.log_metric(
-            run_id, "onnx_parity_max_m", max((p.max_position_diff_m for p in report.parity), default=0.0)
-        )
+        if isinstance(report, GridExportReport):
+            c.log_metric(run_id, "onnx_parity_max_tv", report.parity_max_tv)
+        else:
+            c.log_metric(
+                run_id, "onnx_parity_max_m", max((p.max_position_diff_m for p in report.parity), default=0.0)
+            )
         if own_run:
             c.set_terminated(run_id)
         source = f"{run.info.artifact_uri}/{ARTIFACT_DIR}"
@@ -118,8 +123,17 @@ def register_export(
         tags = {k: str(meta[k]) for k in _TAG_KEYS if meta.get(k) is not None}
         tags |= {"heimdall.uri": report.uri, "world_seed": str(meta.get("world_seed"))}
         tags |= registry_tags(meta)
+        if meta.get("kind"):
+            tags["kind"] = str(meta["kind"])
+        rmap = meta.get("radio_map")
+        if isinstance(rmap, dict):  # which labelled data fitted the fields
+            tags |= {
+                "radio_map.uri": str(rmap.get("uri")),
+                "radio_map.n_labels": str(rmap.get("n_labels")),
+                "radio_map.sources": json.dumps(rmap.get("sources", []))[:MAX_TAG_CHARS],
+            }
         try:
-            c.create_registered_model(name, description="Heimdall LocalizationNet (ONNX)")
+            c.create_registered_model(name, description="Heimdall localisation model (ONNX)")
         except MlflowException as exc:
             if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
                 raise

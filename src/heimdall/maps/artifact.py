@@ -7,8 +7,10 @@ Layout::
     URI/map.json     metadata, written LAST: a reader never sees a half-written map
 
 The metadata names the network, the local frame, the grid, N labels, the
-estimated hyper-parameters, the held-out fit residuals, the map version (1,
-then +1 per update), the creation time and the labelled stores used.
+estimated hyper-parameters, the held-out fit residuals, the session ids of the
+labels left out as wrong (``outlier_session_ids``; their count is the metric
+``n_outliers``), the map version (1, then +1 per update), the creation time and
+the labelled stores used.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ def map_metadata(m: RadioMap, sources: list[str], version: int) -> dict[str, Any
         "power_range_dbm": list(m.config.power_range_dbm),
         "config": m.config.model_dump(mode="json"),
         "metrics": {k: v for k, v in m.metrics.items() if not k.startswith("_")},
+        "outlier_session_ids": m.outlier_session_ids,
         "sources": sources,
     }
 
@@ -139,6 +142,7 @@ def load_map(uri: str, storage_options: dict[str, Any] | None = None) -> tuple[R
         power_dbm=arrays["power_dbm"],
         metrics=dict(meta.get("metrics", {})),
     )
+    m.outliers = np.isin(m.train.session_id, np.asarray(meta.get("outlier_session_ids", []), np.int64))
     if "held_obs_session_id" in arrays:
         m.metrics["_held"] = LabelledObservations.from_arrays(
             {k[5:]: v for k, v in arrays.items() if k.startswith("held_")}

@@ -38,6 +38,8 @@ class MapsConfig(BaseModel):
     prior_corr_km: float = Field(10.0, gt=0.0)
     prior_nugget_db: float = Field(3.0, gt=0.0)
     censored: bool = True
+    outlier_p_value: float = Field(1e-3, ge=0.0, lt=1.0)
+    outlier_after_iterations: int = Field(2, ge=1, le=50)
     prior_exponents: tuple[float, float] = (2.0, 4.0)
     prior_clutter_db: float = Field(15.0, ge=0.0)
     prior_tx_height_m: float = Field(5.0, gt=0.0)

@@ -21,12 +21,18 @@ into the data, :mod:`heimdall.maps.observations`) of receiver i in session b:
   expectation under the current prediction (EM for a censored Gaussian,
   Tobin 1958; Dempster, Laird & Rubin 1977) and adds the conditional variance
   to their nugget;
-- label position uncertainty r inflates a label's nugget by σ² (1 − ρ(r)).
+- label position uncertainty r inflates a label's nugget by σ² (1 − ρ(r));
+- wrong labels (a station beaconing a typed-in position from elsewhere): after
+  ``outlier_after_iterations`` iterations, and again after each one, every
+  labelled session is tested against the current fit (:func:`outlier_p_values`:
+  leave-one-out residuals, P_b re-estimated, chi-square over its receivers);
+  sessions with p below ``outlier_p_value`` are left out of the next iteration
+  and of the final fields, and are re-tested every time (an outlier can return).
 
 Each iteration: impute censored values, fit g_i, estimate (σ, ℓ, τ),
-krige the field at the labels (leave-one-out), re-estimate P_b. The final
-field is kriged on the grid: mean and variance per receiver; far from labels
-they return to the prior (0, σ²).
+krige the field at the labels (leave-one-out), re-estimate P_b, test the
+labels. The final field is kriged on the grid from the labels kept: mean and
+variance per receiver; far from labels they return to the prior (0, σ²).
 """
 
 from __future__ import annotations
@@ -37,7 +43,8 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.special import log_ndtr
+from scipy.special import log_ndtr, ndtri
+from scipy.stats import chi2
 
 from heimdall.maps.config import MapsConfig
 from heimdall.maps.grid import MapGrid
@@ -78,7 +85,9 @@ class RadioMap:
     power_dbm
         (N,) estimated transmit power of the fitted sessions (anchored), dBm.
     metrics
-        Fit diagnostics (held-out residuals, timings, counts).
+        Fit diagnostics (held-out residuals, timings, counts, ``n_outliers``).
+    outliers
+        (N,) True for the sessions of ``train`` left out as wrong labels (:func:`outlier_p_values`).
 
     """
 
@@ -93,11 +102,19 @@ class RadioMap:
     train: LabelledObservations
     power_dbm: NDArray[np.float64]
     metrics: dict[str, Any] = field(default_factory=dict)
+    outliers: NDArray[np.bool_] | None = None
 
     @property
     def n_labels(self) -> int:
-        """Labelled sessions the map was fitted on."""
+        """Labelled sessions given to the fit (outliers included)."""
         return len(self.train)
+
+    @property
+    def outlier_session_ids(self) -> list[int]:
+        """Session ids of the labels left out as wrong (:func:`outlier_p_values`)."""
+        if self.outliers is None:
+            return []
+        return [int(s) for s in self.train.session_id[self.outliers]]
 
     @property
     def rx_km(self) -> NDArray[np.float64]:
@@ -182,6 +199,103 @@ def _impute(
     return val, extra
 
 
+def outlier_p_values(
+    obs: LabelledObservations,
+    state: NDArray[np.int8],
+    pred_db: NDArray[np.float64],
+    var_db2: NDArray[np.float64],
+    power_dbm: NDArray[np.float64] | None = None,
+    calibrate: bool = False,
+) -> NDArray[np.float64]:
+    """p-value per labelled session of "this label fits the map" (small: a wrong label).
+
+    Parameters
+    ----------
+    obs
+        Labelled sessions (measured powers, censoring levels).
+    state
+        (N, R) receiver states used (:data:`HEARD`, :data:`SILENT`, :data:`CLIPPED`, else unused).
+    pred_db
+        (N, R) predicted power − P at the label, dB: path loss + the field kriged
+        **without** the session (leave-one-out), so that a label cannot explain itself.
+    var_db2
+        (N, R) variance of a capture around ``pred_db`` + P, dB²: capture σ² (nugget)
+        + kriging variance + label-position inflation.
+    power_dbm
+        (N,) known transmit powers (bench oracle); None: P re-estimated from the
+        session's heard receivers (weighted mean), which takes one degree of freedom.
+    calibrate
+        Scale the variances by c that puts the heard part of the median session at
+        its χ² median (median_b F_{n_b−1}(T_b / c) = ½, :func:`median_scale`): their
+        overall level then comes from the labels themselves, robustly (up to half of
+        them may be wrong), as a MAD scales a robust z-score (Hampel 1974). False: c = 1.
+
+    Returns
+    -------
+    (N,) p = χ²_k survival function of T, 1 where k = 0 (a session with one heard
+    receiver and nothing else cannot be tested).
+
+    Notes
+    -----
+    T = Σ_heard (r_i − P̂)² / v_i + Σ_censored χ²₁⁻¹(1 − q_i). A heard receiver
+    contributes its squared standardised residual (Gaussian model: χ²₁, and the
+    whole heard part χ²_{n−1} with P̂ estimated, Cochran 1934). A silent (clipped)
+    receiver contributes the χ²₁ quantile of q_i = Φ((c_i − μ_i)/√v_i), the
+    probability of a capture as low (high) as its censoring level c_i under the
+    prediction μ_i: a receiver predicted loud that stayed silent is as damning as a
+    heard residual of the same tail probability; it counts (one degree of freedom)
+    only where the prediction found the censoring less likely than not (q_i < ½),
+    so that the receivers expected silent do not dilute the test. k = n_heard − 1
+    (or n_heard with P known) + the censored receivers counted. A displaced label
+    (a typed-in position from elsewhere) sees a different distance pattern to the
+    receivers than the one its powers were received with, which P cannot absorb.
+
+    """
+    heard = state == HEARD
+    w = np.where(heard, 1.0 / var_db2, 0.0)
+    r = np.where(heard, obs.y_db - pred_db, 0.0)
+    n_heard = heard.sum(axis=1)
+    if power_dbm is None:
+        p_hat = np.sum(w * r, axis=1) / np.maximum(w.sum(axis=1), 1e-12)
+        dof = np.maximum(n_heard - 1, 0).astype(np.float64)
+    else:
+        p_hat = np.asarray(power_dbm, dtype=np.float64)
+        dof = n_heard.astype(np.float64)
+    t = np.sum(w * np.where(heard, r - p_hat[:, None], 0.0) ** 2, axis=1)
+    scale = median_scale(t, dof) if calibrate else 1.0
+    t = t / scale
+    mu = p_hat[:, None] + pred_db
+    sd = np.sqrt(var_db2 * scale)
+    a = np.full(state.shape, np.inf)
+    silent, clipped = state == SILENT, state == CLIPPED
+    a[silent] = ((obs.cens_db - mu) / sd)[silent]
+    a[clipped] = ((mu - obs.cens_db) / sd)[clipped]
+    counted = a < 0.0  # q = Φ(a) < ½
+    q = np.exp(log_ndtr(np.where(counted, a, 0.0)))
+    t = t + np.sum(np.where(counted, ndtri(np.maximum(q, 1e-300) / 2.0) ** 2, 0.0), axis=1)
+    dof = dof + counted.sum(axis=1)
+    return np.where(dof > 0, chi2.sf(t, np.maximum(dof, 1.0)), 1.0)
+
+
+def median_scale(t: NDArray[np.float64], dof: NDArray[np.float64]) -> float:
+    """Scale c of the statistic: median_b F_χ²(T_b / c; k_b) = ½ over sessions with k_b > 0; 1 if none.
+
+    Bisection on log c.
+    """
+    ok = dof > 0
+    if not ok.any():
+        return 1.0
+    t, dof = t[ok], dof[ok]
+    lo, hi = np.log(1e-3), np.log(1e3)
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if np.median(chi2.cdf(t / np.exp(mid), dof)) > 0.5:
+            lo = mid
+        else:
+            hi = mid
+    return float(np.exp(0.5 * (lo + hi)))
+
+
 @dataclass
 class _State:
     power: NDArray[np.float64]  # (N,)
@@ -235,8 +349,13 @@ def _iterate(
     iterations: int,
     estimate_hyper: bool,
     known_power: bool,
-) -> tuple[_State, NDArray, NDArray, NDArray]:
-    """Alternating fit; returns the state, field targets z (N, R), their nuggets and the use mask."""
+    outliers: NDArray[np.bool_] | None = None,
+) -> tuple[_State, NDArray, NDArray, NDArray, NDArray[np.bool_]]:
+    """Alternating fit: the state, field targets z (N, R), their nuggets, the labels used, the outliers.
+
+    The mask (N, R) is the labels the fields use; the flags (N,) the sessions left out
+    as wrong labels (:func:`outlier_p_values`).
+    """
     x = design(_distances(obs.pos_km, rx_km), cfg.pathloss_knots_km, obs.band[:, None])  # (N, R, p)
     state = obs.state if cfg.censored else np.where(obs.state == HEARD, HEARD, 0).astype(np.int8)
     use = state != 0
@@ -244,7 +363,9 @@ def _iterate(
     centre = 0.5 * sum(cfg.power_range_dbm)
     z = np.zeros(obs.y_db.shape)
     nug = np.zeros(obs.y_db.shape)
-    for _ in range(iterations):
+    out = np.zeros(len(obs), bool) if outliers is None else outliers.copy()
+    for it in range(iterations):
+        fit_use = use & ~out[:, None]
         g = np.einsum("nrp,rp->nr", x, st.coef)
         mu = st.power[:, None] + g + st.s_loo
         sd = np.sqrt(st.hyper.nugget_db**2 + st.s_var)
@@ -252,41 +373,53 @@ def _iterate(
         t = val - st.power[:, None]
         coef = st.coef.copy()
         for i in range(rx_km.shape[0]):
-            ok = use[:, i]
+            ok = fit_use[:, i]
             if ok.sum() >= x.shape[2] + 2:
                 coef[i] = fit_coefficients(x[ok, i], t[ok, i] - st.s_loo[ok, i], cfg.pathloss_ridge)
         g = np.einsum("nrp,rp->nr", x, coef)
         z = np.where(use, t - g, 0.0)
         hyper = st.hyper
         if estimate_hyper:
-            hyper = _pooled_hyper(obs.pos_km, z, use, obs.band, cfg, seed=cfg.holdout_seed) or hyper
+            hyper = _pooled_hyper(obs.pos_km, z, fit_use, obs.band, cfg, seed=cfg.holdout_seed) or hyper
         nug = hyper.nugget_db**2 + hyper.label_inflation(obs.radius_km)[:, None] + extra
         s_loo = np.zeros(z.shape)
         s_var = np.full(z.shape, hyper.sigma_db**2)
         for i in range(rx_km.shape[0]):
-            ok = np.flatnonzero(use[:, i])
+            ok = np.flatnonzero(fit_use[:, i])
             s_loo[ok, i], s_var[ok, i] = krige(
                 obs.pos_km[ok], z[ok, i], nug[ok, i], obs.pos_km[ok], hyper,
                 cfg.neighbours, cfg.max_corr_multiple * hyper.corr_km, exclude_self=True,
                 train_band=obs.band[ok], query_band=obs.band[ok],
             )  # fmt: skip
+            left = np.flatnonzero(use[:, i] & out)  # outliers: predicted from the labels kept
+            if left.size:
+                s_loo[left, i], s_var[left, i] = krige(
+                    obs.pos_km[ok], z[ok, i], nug[ok, i], obs.pos_km[left], hyper,
+                    cfg.neighbours, cfg.max_corr_multiple * hyper.corr_km,
+                    train_band=obs.band[ok], query_band=obs.band[left],
+                )  # fmt: skip
         power = st.power
         if not known_power:
             w = np.where(heard, 1.0 / (hyper.nugget_db**2 + s_var), 0.0)
             resid = np.where(heard, obs.y_db - g - s_loo, 0.0)
             power = np.sum(w * resid, axis=1) / np.maximum(w.sum(axis=1), 1e-12)
-            shift = float(np.mean(power)) - centre  # anchor the level (P and intercepts trade off)
+            shift = float(np.mean(power[~out] if (~out).any() else power)) - centre  # anchor the level
             power = power - shift
             coef[:, 0] += shift
             z = np.where(use, val - power[:, None] - np.einsum("nrp,rp->nr", x, coef), 0.0)
         if estimate_hyper:
             g = np.einsum("nrp,rp->nr", x, coef)
             resid = np.where(heard, obs.y_db - power[:, None] - g - s_loo, 0.0)
-            tau = calibrated_nugget_db(resid, s_var, heard, cfg.min_nugget_db, known_power)
+            tau = calibrated_nugget_db(resid, s_var, heard & ~out[:, None], cfg.min_nugget_db, known_power)
             hyper = replace(hyper, nugget_db=tau)
             nug = hyper.nugget_db**2 + hyper.label_inflation(obs.radius_km)[:, None] + extra
         st = _State(power, coef, hyper, s_loo, s_var)
-    return st, z, nug, use
+        if cfg.outlier_p_value > 0 and it + 1 >= cfg.outlier_after_iterations:
+            pred = np.einsum("nrp,rp->nr", x, coef) + s_loo
+            var = hyper.nugget_db**2 + s_var + hyper.label_inflation(obs.radius_km)[:, None]
+            p = outlier_p_values(obs, state, pred, var, power if known_power else None, calibrate=True)
+            out = p < cfg.outlier_p_value
+    return st, z, nug, use & ~out[:, None], out
 
 
 def calibrated_nugget_db(
@@ -476,17 +609,19 @@ def fit_radio_map(
         out.metrics = {"n_labels": n_fit, "fitted": False, "fit_seconds": time.perf_counter() - t0}
         out.metrics["_held"] = held
         return out
-    st, z, nug, use = _iterate(
+    st, z, nug, use, outliers = _iterate(
         fit_obs, network.positions_km, start, cfg, iterations, hyper is None, known_power_dbm is not None
     )
     mean, var = _grid_fields(fit_obs, z, nug, use, st.hyper, grid, cfg)
     out = RadioMap(
-        network, grid, st.hyper, st.coef, tuple(cfg.pathloss_knots_km), mean, var, cfg, fit_obs, st.power
-    )
+        network, grid, st.hyper, st.coef, tuple(cfg.pathloss_knots_km), mean, var, cfg, fit_obs, st.power,
+        outliers=outliers,
+    )  # fmt: skip
     out.metrics = {
         "n_labels": n_fit,
         "fitted": True,
         "n_censored": int(np.sum((fit_obs.state == SILENT) | (fit_obs.state == CLIPPED))),
+        "n_outliers": int(outliers.sum()),
         "fit_seconds": time.perf_counter() - t0,
         **holdout_metrics(out, held),
     }

@@ -149,9 +149,8 @@ def slot_observations(
         heard & ~clipped, HEARD, np.where(clipped, CLIPPED, np.where(meas.online, SILENT, UNUSED))
     ).astype(np.int8)
     y = np.where(state == HEARD, band_dbm + shift, np.nan)
-    cens = np.where(
-        state == CLIPPED, band_dbm + shift, np.where(state == SILENT, noise_dbm + DETECTION_SNR_DB + shift, np.nan)
-    )
+    threshold = noise_dbm + DETECTION_SNR_DB + shift
+    cens = np.where(state == CLIPPED, band_dbm + shift, np.where(state == SILENT, threshold, np.nan))
     return y, cens, state
 
 

@@ -28,21 +28,26 @@ from numpy.typing import NDArray
 
 from heimdall.data.session import SessionBatch
 from heimdall.errors import HeimdallError
+from heimdall.models.gridnet_inputs import GridInputs, inputs_for_network, inputs_for_slots, truth_km
 from heimdall.network import LocalFrame, Network
 from heimdall.posterior.grid import SearchGrid, search_grid
 from heimdall.posterior.map import PosteriorMap
 from heimdall.posterior.refine import REFINE_MASS, REFINE_MAX_CELLS, RefinedPosterior, refine_posterior
 from heimdall.posterior.scores import PosteriorScores
 
-from heimdall.models.gridnet_inputs import GridInputs, inputs_for_network, inputs_for_slots, truth_km
-
 #: Runs the graph: inputs by name (numpy) -> unnormalised log posterior (B, G).
 GraphRunner = Callable[[dict[str, NDArray]], NDArray[np.float32]]
 #: Coarse grid step (km) and refinement: 4 km cells, the mass refined to 1 km.
 COARSE_STEP_KM = 4.0
 REFINE_FACTOR = 4
+#: Capture rate (Hz) and length (samples) imported recordings are brought to when a model does not
+#: state its training captures' (the reference 12 kHz channel, 0.1 s: enough to measure power).
+DEFAULT_SAMPLE_RATE_HZ = 12_000.0
+DEFAULT_N_SAMPLES = 1_200
 #: Model kind recorded in the metadata.
 KIND = "grid-posterior"
+#: Receiver slots of a model without a map (the network families' maximum).
+N_SLOTS = 12
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,8 @@ class GridPosteriorPredictor:
         dump = metadata.get("network")
         self.network: Network | None = Network.model_validate(dump) if dump else None
         self.n_slots = int(metadata["n_slots"])  # without a map: up to this many receivers
+        self.sample_rate_hz = float(metadata.get("sample_rate_hz") or DEFAULT_SAMPLE_RATE_HZ)
+        self.n_samples = int(metadata.get("n_samples") or DEFAULT_N_SAMPLES)
         ref = metadata.get("ref_lat"), metadata.get("ref_lon")
         if self.network is not None:
             self.frame = self.network.frame
@@ -114,7 +121,9 @@ class GridPosteriorPredictor:
         if self.network is not None:
             return inputs_for_network(batch, self.network)
         if batch.n_receivers > self.n_slots:
-            raise HeimdallError(f"{batch.n_receivers} receiver slots; this model takes at most {self.n_slots}")
+            raise HeimdallError(
+                f"{batch.n_receivers} receiver slots; this model takes at most {self.n_slots}"
+            )
         return inputs_for_slots(batch, batch.n_receivers)
 
     def _grid(self, inputs: GridInputs, index: int) -> SearchGrid:
@@ -168,10 +177,55 @@ class GridPosteriorPredictor:
             cov[i] = c[0]
         return SessionPosteriors(mean, cov, mode, PosteriorScores(level, score, area))
 
+    def adapt(
+        self, rmap: Any, map_meta: dict[str, Any] | None = None, map_uri: str | None = None
+    ) -> GridPosteriorPredictor:
+        """The same model with the fields of a fitted radio map (``heimdall map fit``), run by PyTorch.
+
+        The model's own settings come from its metadata (``model``), so an exported
+        graph adapts as well as a checkpoint.
+        """
+        from heimdall.maps.artifact import map_metadata as artifact_metadata
+        from heimdall.models.gridnet import gridnet_from_description
+
+        if rmap.coef is None:  # fewer labels than the fit needs: the model without a map is the answer
+            return self
+        if "model" not in self.metadata:
+            raise HeimdallError(f"{self.source}: its metadata has no 'model' description to adapt from")
+        model = gridnet_from_description(self.metadata["model"])
+        model.load_map(rmap)
+        drop = ("network", "network_name", "map_area_km", "radio_map", "ref_lat", "ref_lon")
+        meta = {k: v for k, v in self.metadata.items() if k not in drop}
+        meta["n_slots"] = len(rmap.network.receivers)
+        meta |= map_metadata(model, map_meta or artifact_metadata(rmap, [], 1), map_uri)
+        return GridPosteriorPredictor(
+            torch_runner(model.eval()), meta, f"{self.source} + radio map", self.version
+        )
+
     def predict(self, batch: SessionBatch) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Posterior mean (B, 2) km and covariance (B, 2, 2) km² in :attr:`frame` (the ellipse)."""
         post = self.posterior(batch)
         return post.mean_km, post.cov_km2
+
+
+def map_metadata(model: Any, map_meta: dict[str, Any], map_uri: str | None) -> dict[str, Any]:
+    """The metadata of a model's radio map: network, frame, area and the map's provenance."""
+    e0, n0, step, n_e, n_n = model.grid_geometry
+    return {
+        "network": map_meta["network"],
+        "network_name": map_meta["network"].get("name"),
+        "ref_lat": map_meta["frame"]["ref_lat_deg"],
+        "ref_lon": map_meta["frame"]["ref_lon_deg"],
+        "map_area_km": [e0 - step / 2, e0 + (n_e - 0.5) * step, n0 - step / 2, n0 + (n_n - 0.5) * step],
+        "radio_map": {
+            "uri": map_uri,
+            "map_version": map_meta.get("map_version"),
+            "n_labels": map_meta.get("n_labels"),
+            "sources": map_meta.get("sources", []),
+            "hyper": map_meta.get("hyper"),
+            "created_utc": map_meta.get("created_utc"),
+        },
+    }
 
 
 def _move(point_km: NDArray[np.float64], src: LocalFrame, dst: LocalFrame) -> NDArray[np.float64]:

@@ -49,15 +49,31 @@ MIN_LAW_DISTANCE_KM = 0.05
 MIN_FIT_DISTANCE_KM = 1.0
 #: Transmit-power quadrature nodes (midpoints over the power range) for the censored terms.
 P0_QUADRATURE_NODES = 16
-_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+#: Chebyshev coefficients of erfc(x) = t exp(−x² + P(t)), t = 1 / (1 + x/2), x ≥ 0: fractional
+#: error < 1.2e-7 everywhere (Press et al., Numerical Recipes, 2nd ed., §6.2, ``erfcc``).
+_ERFC_COEFFS = (
+    -1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806,
+    0.27886807, -1.13520398, 1.48851587, -0.82215223, 0.17087277,
+)  # fmt: skip
+
+
+def log_erfc(x: Tensor) -> Tensor:
+    """Log erfc(x) for x ≥ 0 in the log domain (no underflow in the far tail)."""
+    t = 1.0 / (1.0 + 0.5 * x)
+    poly = torch.full_like(x, _ERFC_COEFFS[-1])
+    for c in reversed(_ERFC_COEFFS[:-1]):
+        poly = c + t * poly
+    return torch.log(t) - x * x + poly
 
 
 def log_ndtr(z: Tensor) -> Tensor:
-    """log Φ(z), stable in the lower tail (asymptotic series below z = −5; Abramowitz & Stegun 26.2.12)."""
-    zc = torch.clamp(z, max=-5.0)
-    tail = -0.5 * zc * zc - torch.log(-zc) - _LOG_SQRT_2PI + torch.log(1.0 - 1.0 / (zc * zc) + 3.0 / zc**4)
-    body = torch.log(torch.clamp(0.5 * (1.0 + torch.erf(torch.clamp(z, min=-5.0) / math.sqrt(2.0))), min=1e-30))
-    return torch.where(z < -5.0, tail, body)
+    """Log Φ(z) (nats), accurate to ~1e-7 in float32 at every z (via :func:`log_erfc`)."""
+    x = torch.abs(z) / math.sqrt(2.0)
+    lower = math.log(0.5) + log_erfc(x)  # log Φ(−|z|)
+    upper = torch.log(torch.clamp(1.0 - torch.exp(lower), min=1e-30))  # log(1 − Φ(−|z|))
+    return torch.where(z < 0, lower, upper)
 
 
 def log_interval_prob(lo: Tensor, hi: Tensor) -> Tensor:
@@ -91,6 +107,7 @@ class GridPosteriorNet(nn.Module):
 
     Learnable parameters (no map): ``n_near``, ``n_far``, ``clutter_db``, ``log_field_sigma_db``,
     ``log_nugget_db`` and ``band_offset_db`` (the 70 cm gain change: antennas, feeders, clutter).
+
     """
 
     def __init__(self, cfg: MapsConfig | None = None) -> None:
@@ -172,7 +189,7 @@ class GridPosteriorNet(nn.Module):
     def predicted_power(
         self, rx_km: Tensor, rx_height_m: Tensor, band: Tensor, points_km: Tensor
     ) -> tuple[Tensor, Tensor]:
-        """μ_i(x, h) for P0 = 0 dB per height node (H, B, R, G), dB, and its variance v_i(x) (B, R, G), dB²."""
+        """μ_i(x, h) for P0 = 0 dB per height node (H, B, R, G), dB; its variance v_i(x) (B, R, G), dB²."""
         diff = points_km[:, None, :, :] - rx_km[:, :, None, :]
         d = torch.sqrt(torch.sum(diff * diff, dim=-1) + 1e-12)  # (B, R, G)
         rx_h = rx_height_m[:, :, None]
@@ -263,7 +280,9 @@ class GridPosteriorNet(nn.Module):
         k = P0_QUADRATURE_NODES
         nodes = torch.tensor(lo + (hi - lo) * (np.arange(k) + 0.5) / k, dtype=mean.dtype)  # (K,)
         dev = nodes - m[..., None]  # (H, B, G, K)
-        log_w = torch.where(any_heard[None, :, :, None], -0.5 * big_w[None, :, :, None] * dev * dev, 0.0 * dev)
+        log_w = torch.where(
+            any_heard[None, :, :, None], -0.5 * big_w[None, :, :, None] * dev * dev, 0.0 * dev
+        )
         log_w = log_w - torch.logsumexp(log_w, dim=-1, keepdim=True)
         sign = torch.where(state == SILENT, 1.0, torch.where(state == CLIPPED, -1.0, 0.0)).to(mean.dtype)
         cens = torch.where(sign != 0, cens_db, torch.zeros_like(cens_db))
@@ -272,3 +291,36 @@ class GridPosteriorNet(nn.Module):
         terms = torch.where(s != 0, log_ndtr(s * z), torch.zeros_like(z))  # (H, B, R, G, K)
         total = log_w + torch.sum(terms, dim=2)
         return torch.logsumexp(total, dim=-1)
+
+
+def gridnet_from_payload(payload: dict) -> tuple[GridPosteriorNet, dict]:
+    """A model and its metadata from a checkpoint payload (``kind`` ``grid-posterior``, read safely).
+
+    The payload holds ``maps_config`` (the start settings), ``state_dict`` (the learnt
+    parameters, without a radio map) and ``metadata`` (training provenance).
+    """
+    model = GridPosteriorNet(MapsConfig.model_validate(payload["maps_config"]))
+    state = {k: v for k, v in payload["state_dict"].items() if not k.startswith("map_")}
+    model.load_state_dict(state, strict=False)
+    return model, dict(payload.get("metadata", {}))
+
+
+def gridnet_description(model: GridPosteriorNet) -> dict:
+    """The settings and learnt scalars of a model without its map (JSON): enough to rebuild it."""
+    return {
+        "maps_config": {
+            "power_range_dbm": list(model.power_range_dbm),
+            "tx_height_range_m": list(model.tx_height_range_m),
+            "pathloss_knots_km": list(model.knots_km),
+        },
+        "parameters": {k: float(v.detach()) for k, v in model.named_parameters()},
+    }
+
+
+def gridnet_from_description(description: dict) -> GridPosteriorNet:
+    """Inverse of :func:`gridnet_description` (the radio map is loaded separately)."""
+    model = GridPosteriorNet(MapsConfig.model_validate(description["maps_config"]))
+    with torch.no_grad():
+        for name, value in description["parameters"].items():
+            getattr(model, name).fill_(float(value))
+    return model

@@ -15,9 +15,9 @@ frequency, the receivers' positions, heights and nominal full scale.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
 
 from heimdall.data.session import SessionBatch
@@ -80,13 +80,15 @@ class GridInputs:
             "band": self.band.astype(np.int64),
         }
 
-    def tensors(self, points_km: NDArray[np.float64]) -> tuple[torch.Tensor, ...]:
-        """All inputs as tensors, with per-session points (B, G, 2) km."""
+    def tensors(self, points_km: NDArray[np.float64]) -> tuple[Any, ...]:
+        """All inputs as torch tensors, with per-session points (B, G, 2) km."""
+        import torch
+
         arrays = {**self.arrays(), "points_km": np.asarray(points_km, dtype=np.float32)}
         return tuple(torch.from_numpy(np.ascontiguousarray(arrays[n])) for n in INPUT_NAMES)
 
     def area_km(self, index: int, margin_km: float = AREA_MARGIN_KM) -> tuple[float, float, float, float]:
-        """Session ``index``'s receivers' bounding box + ``margin_km`` (east_min, east_max, north_min, north_max)."""
+        """The receivers' bounding box + ``margin_km``: (east_min, east_max, north_min, north_max)."""
         used = self.rx_height_m[index] > 0
         pts = self.rx_km[index][used]
         return (
@@ -133,7 +135,9 @@ def inputs_for_slots(batch: SessionBatch, n_slots: int) -> GridInputs:
         rx[i, :s, 0], rx[i, :s, 1] = e, n
     heights = np.zeros((b, n_slots))
     finite = np.isfinite(batch.rx_lat_deg) & np.isfinite(batch.rx_lon_deg)
-    heights[:, :s] = np.where(finite, np.maximum(np.nan_to_num(batch.rx_height_m, nan=10.0), 1.0), 0.0)  # 0: no slot
+    heights[:, :s] = np.where(
+        finite, np.maximum(np.nan_to_num(batch.rx_height_m, nan=10.0), 1.0), 0.0
+    )  # 0: no slot
     return GridInputs(
         np.pad(y, ((0, 0), (0, pad)), constant_values=np.nan),
         np.pad(state, ((0, 0), (0, pad)), constant_values=UNUSED),

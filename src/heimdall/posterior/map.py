@@ -131,6 +131,32 @@ class PosteriorMap:
         lp_pt = self.log_density_at(np.asarray(point_km)[None])
         return float(hpd_level(self.log_density[None], lp_pt)[0])
 
+    def answer(self, levels: tuple[float, ...] = HPD_LEVELS, n_modes: int = 3) -> dict[str, Any]:
+        """JSON-ready answer in degrees: MAP, mean and covariance, top modes with their mass, HPD regions.
+
+        ``hpd`` maps each level ("0.5", "0.9") to its area (km², whole cells) and its
+        GeoJSON MultiPolygon ([lon, lat] degrees).
+        """
+
+        def where(p: NDArray[np.float64]) -> dict[str, float]:
+            lat, lon = self.frame.to_latlon(np.float64(p[0]), np.float64(p[1]))
+            east, north = float(p[0]), float(p[1])
+            return {"latitude": float(lat), "longitude": float(lon), "east_km": east, "north_km": north}
+
+        mean, cov = self.mean_cov()
+        return {
+            "map": where(self.map_km()),
+            "mean": where(mean),
+            "cov_km2": cov.tolist(),
+            "modes": [
+                {**where(np.array([m.east_km, m.north_km])), "mass": m.mass} for m in self.modes(n_modes)
+            ],
+            "hpd": {
+                f"{p:g}": {"area_km2": self.hpd_area_km2(p), "geojson": self.hpd_geojson(p)} for p in levels
+            },
+            "frame": {"ref_lat_deg": self.frame.ref_lat_deg, "ref_lon_deg": self.frame.ref_lon_deg},
+        }
+
     def summary(self, levels: tuple[float, ...] = HPD_LEVELS, n_modes: int = 3) -> dict[str, Any]:
         """JSON-ready answer: MAP, mean, covariance, modes, HPD regions (GeoJSON) and their areas."""
         mean, cov = self.mean_cov()

@@ -12,26 +12,24 @@ With a token, ``/v1`` routes need ``Authorization: Bearer <token>``
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from heimdall.export.predictor import OnnxPredictor
 from heimdall.serve.answer import answer_of
-from heimdall.serve.area import OUT_OF_AREA_MASS, RECEIVER_TOLERANCE_KM
+from heimdall.serve.area import OUT_OF_AREA_MASS, RECEIVER_TOLERANCE_KM, area_of
 from heimdall.serve.auth import BearerToken, document_bearer
 from heimdall.serve.inputs import (
     MIN_RECEIVERS,
     PreparedSession,
     RequestError,
     prepare_session,
-    stack_sessions,
 )
 from heimdall.serve.limits import BodySizeLimit, ConcurrencyLimit
 from heimdall.serve.page import PageConfig, mount_page
+from heimdall.serve.posterior import Located, is_grid, locate_prepared, posterior_answer
 from heimdall.serve.schemas import (
     MAX_BATCH_SESSIONS,
     MAX_RECEIVERS,
@@ -77,8 +75,40 @@ def _error_items(exc: RequestValidationError) -> list[dict[str, Any]]:
     ]
 
 
-def model_card(predictor: OnnxPredictor, max_body_bytes: int) -> dict[str, Any]:
-    """What the model is for: network, trained area, data, held-out test evaluation and limits.
+def _posterior_card(predictor: Any) -> dict[str, Any]:
+    """How a grid-posterior model answers: its grid, receivers, and the labelled data that fitted its maps."""
+    meta = predictor.metadata
+    card: dict[str, Any] = {
+        "coarse_step_km": predictor.coarse_step_km,
+        "refine_factor": predictor.refine_factor,
+        "search_area": "the radio map's area"
+        if predictor.has_map
+        else "the session's receivers' bounding box + 30 km",
+        "receivers": "the map network's stations only"
+        if predictor.has_map
+        else f"any receivers, at most {predictor.n_slots} in a session",
+        "hpd_levels": [0.5, 0.9],
+        "n_modes": 3,
+    }
+    radio_map = meta.get("radio_map")
+    card["radio_map"] = (
+        None
+        if radio_map is None
+        else {
+            k: radio_map.get(k) for k in ("uri", "map_version", "n_labels", "sources", "created_utc", "hyper")
+        }
+    )
+    card["map_area_km"] = meta.get("map_area_km")
+    return card
+
+
+def model_card(predictor: Any, max_body_bytes: int) -> dict[str, Any]:
+    """What the model is for: kind, network, trained area, data, held-out test evaluation and limits.
+
+    ``kind`` is ``gaussian`` (a network answering with a mean and covariance) or
+    ``grid-posterior`` (a posterior on a grid); the latter's ``posterior`` section says
+    how it answers and, for a model with radio maps, which labelled data fitted them
+    (``radio_map``: URI, map version, number of labelled sessions, their sources).
 
     ``evaluation`` holds figures from a held-out test set only (which set: URI and content
     hash, how many sessions, when), as verified at export by
@@ -90,12 +120,15 @@ def model_card(predictor: OnnxPredictor, max_body_bytes: int) -> dict[str, Any]:
 
     meta = predictor.metadata
     net = predictor.network
-    area = predictor.area
+    area = area_of(predictor)
     evaluation, evaluation_status = card_evaluation(meta)
+    grid = is_grid(predictor)
     return {
         "model_version": predictor.version,
+        "kind": meta.get("kind") or "gaussian",
         "source": predictor.source,
-        "size_bytes": predictor.size_bytes,
+        "size_bytes": getattr(predictor, "size_bytes", None),
+        "posterior": _posterior_card(predictor) if grid else None,
         "network": None
         if net is None
         else {
@@ -120,6 +153,7 @@ def model_card(predictor: OnnxPredictor, max_body_bytes: int) -> dict[str, Any]:
             "longer_captures": "trimmed to the first n_samples after resampling",
         },
         "data": {
+            "training": meta.get("training") if grid else None,
             "dataset_hash": meta.get("dataset_hash"),
             "dataset_uri": meta.get("dataset_uri"),
             "val_dataset_uri": meta.get("val_dataset_uri"),
@@ -142,31 +176,33 @@ def model_card(predictor: OnnxPredictor, max_body_bytes: int) -> dict[str, Any]:
     }
 
 
-def _answer(predictor: OnnxPredictor, sessions: list[PreparedSession]) -> tuple[list[dict[str, Any]], float]:
-    inputs = stack_sessions(sessions)
-    start = time.perf_counter()
-    mean, cov = predictor.run(**inputs)
-    elapsed_ms = (time.perf_counter() - start) * 1000.0
+def _answer(
+    predictor: Any, sessions: list[PreparedSession]
+) -> tuple[list[dict[str, Any]], list[Located], float]:
+    """The answers of prepared sessions, what they were computed from, and the model's run time (ms)."""
+    located, elapsed_ms = locate_prepared(predictor, sessions)
     results = []
-    area = predictor.area
-    for k, s in enumerate(sessions):
-        outside = 0.0 if area is None else area.mass_outside(mean[k], cov[k])
-        results.append(
-            {
-                **answer_of(predictor.frame, mean[k], cov[k]).as_dict(),
-                "receivers_heard": s.heard_ids,
-                "receivers_silent": s.silent_ids,
-                "unmapped_receivers": s.unmapped_ids,
-                "out_of_area": bool(outside > OUT_OF_AREA_MASS),
-                "model_version": predictor.version,
-                "inference_ms": elapsed_ms / len(sessions),
-            }
-        )
-    return results, elapsed_ms
+    area = area_of(predictor)
+    for s, loc in zip(sessions, located, strict=True):
+        in_area_frame = area is not None and loc.frame == predictor.frame
+        outside = area.mass_outside(loc.mean_km, loc.cov_km2) if in_area_frame else 0.0
+        result = {
+            **answer_of(loc.frame, loc.mean_km, loc.cov_km2).as_dict(),
+            "receivers_heard": s.heard_ids,
+            "receivers_silent": s.silent_ids,
+            "unmapped_receivers": s.unmapped_ids,
+            "out_of_area": bool(outside > OUT_OF_AREA_MASS),
+            "model_version": predictor.version,
+            "inference_ms": elapsed_ms / len(sessions),
+        }
+        if loc.posterior_map is not None:
+            result["posterior"] = posterior_answer(loc, s.posterior_png)
+        results.append(result)
+    return results, located, elapsed_ms
 
 
 def create_app(
-    predictor: OnnxPredictor,
+    predictor: Any,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_concurrent: int = DEFAULT_MAX_CONCURRENT,
     queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S,
@@ -178,7 +214,8 @@ def create_app(
     Parameters
     ----------
     predictor
-        The exported model.
+        The exported model: an :class:`~heimdall.export.predictor.OnnxPredictor` (Gaussian) or a
+        :class:`~heimdall.models.grid_predictor.GridPosteriorPredictor` (grid posterior).
     max_body_bytes
         Largest accepted request body, bytes; larger ones get 413 before being read.
     max_concurrent
@@ -194,7 +231,8 @@ def create_app(
     app = FastAPI(
         title="Heimdall inference service",
         version=predictor.version,
-        description="Locate a transmitter from simultaneous receiver captures, with an uncertainty ellipse. "
+        description="Locate a transmitter from simultaneous receiver captures, with an uncertainty ellipse "
+        "(and, for a grid-posterior model, the posterior: MAP, modes, highest-density regions). "
         f"Captures are resampled to {predictor.sample_rate_hz:g} Hz; at least {predictor.n_samples} samples "
         "at that rate are needed and longer captures are trimmed to their first samples.",
     )
@@ -231,7 +269,7 @@ def create_app(
     @app.post("/v1/localize", response_model=LocalizeResponse, responses=_ERRORS)
     def localize(request: LocalizeRequest) -> dict[str, Any]:
         """Locate the transmitter of one session."""
-        results, _ = _answer(predictor, [prepare_session(request, predictor)])
+        results, _, _ = _answer(predictor, [prepare_session(request, predictor)])
         return results[0]
 
     @app.post("/v1/localize/batch", response_model=BatchResponse, responses=_ERRORS)
@@ -245,10 +283,10 @@ def create_app(
                 errors.extend(exc.items)
         if errors:
             raise RequestError(errors)
-        results, elapsed_ms = _answer(predictor, prepared)
+        results, _, elapsed_ms = _answer(predictor, prepared)
         return {"results": results, "inference_ms": elapsed_ms}
 
-    mount_page(app, predictor, lambda s: _answer(predictor, s)[0], page, token is not None)  # page at /
+    mount_page(app, predictor, lambda s: _answer(predictor, s)[:2], page, token is not None)  # page at /
     # outermost last: the token is checked first, then a slot is taken, then the body is read
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     app.add_middleware(ConcurrencyLimit, max_concurrent=max_concurrent, queue_timeout_s=queue_timeout_s)

@@ -144,3 +144,16 @@ class TrainedArea:
             "lon_min": float(lon.min()),
             "lon_max": float(lon.max()),
         }
+
+
+def area_of(predictor: Any) -> TrainedArea | None:
+    """The area a served model answers for, in its frame: its trained area, or its radio map's area.
+
+    A Gaussian model's area comes from its metadata (:meth:`TrainedArea.from_metadata`); a
+    grid-posterior model with a radio map answers on the map's grid (``map_area_km`` of its
+    metadata, the area its fields were fitted for); a model with neither has none (None).
+    """
+    if hasattr(predictor, "area"):
+        return predictor.area
+    box = getattr(predictor, "map_area_km", None)
+    return None if box is None else TrainedArea(*(float(v) for v in box))

@@ -25,8 +25,9 @@ def session_request(
 ) -> dict[str, Any]:
     """The ``/v1/localize`` JSON body for session ``index`` of ``batch``.
 
-    Receivers are named by station id (``by_station``) or given by lat/lon/height;
-    offline slots are sent with ``"online": false``.
+    Receivers are named by station id (``by_station``) or given by lat/lon/height (with their
+    nominal full-scale power ``fullscale_dbm`` when the session has it); offline slots are
+    sent with ``"online": false``.
     """
     receivers = []
     for r in range(batch.n_receivers):
@@ -39,6 +40,9 @@ def session_request(
                 "height_m": float(batch.rx_height_m[index, r]),
             }
         )
+        fullscale = float(batch.rx_fullscale_dbm[index, r])
+        if not by_station and np.isfinite(fullscale):
+            rx["fullscale_dbm"] = fullscale
         if batch.rx_state[index, r] == OFFLINE:
             rx["online"] = False
         else:

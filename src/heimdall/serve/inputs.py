@@ -32,7 +32,8 @@ from scipy.signal import resample_poly
 
 from heimdall.data.session import HEARD, OFFLINE, SILENT, SessionBatch
 from heimdall.posterior.measure import measure_power
-from heimdall.serve.schemas import LocalizeRequest, ReceiverIn
+from heimdall.serve.area import area_of
+from heimdall.serve.schemas import DEFAULT_FULLSCALE_DBM, LocalizeRequest, ReceiverIn
 from heimdall.serve.stations import (
     STATION_TOLERANCE_KM,
     accepts_unmapped,
@@ -42,6 +43,9 @@ from heimdall.serve.stations import (
 
 if TYPE_CHECKING:
     from heimdall.export.predictor import OnnxPredictor
+    from heimdall.models.grid_predictor import GridPosteriorPredictor
+
+    ServedModel = OnnxPredictor | GridPosteriorPredictor
 
 #: Fewest online receivers, and fewest that heard the transmitter, for an answer.
 MIN_RECEIVERS = 3
@@ -65,7 +69,13 @@ class RequestError(Exception):
 
 @dataclass
 class PreparedSession:
-    """Graph inputs for one session (R receivers) and the receivers' bookkeeping."""
+    """Graph inputs for one session (R receivers) and the receivers' bookkeeping.
+
+    ``rx_pos`` is in the served model's frame; ``lat_deg``, ``lon_deg`` (degrees),
+    ``stations`` (the network station each receiver is, else its own id) and
+    ``fullscale_dbm`` (nominal dBm at digital full scale) are what a grid-posterior
+    model reads besides the IQ (:mod:`heimdall.serve.posterior`).
+    """
 
     iq: NDArray[np.float32]  # (R, T, 2) full-scale units
     rx_pos: NDArray[np.float32]  # (R, 3) east km, north km, height m
@@ -74,6 +84,11 @@ class PreparedSession:
     ids: list[str]
     state: NDArray[np.int8]  # (R,) OFFLINE / HEARD / SILENT
     unmapped_ids: list[str] = field(default_factory=list)  # receivers the model has no field for
+    lat_deg: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))  # (R,)
+    lon_deg: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))  # (R,)
+    stations: list[str] = field(default_factory=list)
+    fullscale_dbm: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))  # (R,) dBm
+    posterior_png: bool = False  # the request asked for the posterior's PNG raster
 
     @property
     def heard_ids(self) -> list[str]:
@@ -143,7 +158,7 @@ def resample_to(
     return y[:n_out].astype(np.complex64)
 
 
-def _position(rx: ReceiverIn, loc: Loc, predictor: OnnxPredictor) -> tuple[str, float, float, float]:
+def _position(rx: ReceiverIn, loc: Loc, predictor: ServedModel) -> tuple[str, float, float, float]:
     """(id, lat, lon, height_m) of a receiver, from the model's network or the request."""
     if rx.station is not None:
         net = predictor.network
@@ -180,7 +195,7 @@ def _match_stations(
     lat: list[float],
     lon: list[float],
     loc: Loc,
-    predictor: OnnxPredictor,
+    predictor: ServedModel,
 ) -> tuple[list[str], list[str]]:
     """Each receiver's station id (its own id when it is none), and the ids of unmapped receivers.
 
@@ -292,7 +307,28 @@ def _names(ids: list[str], which: NDArray[np.bool_]) -> str:
     return ", ".join(ids[i] for i in np.flatnonzero(which)) or "none"
 
 
-def prepare_session(req: LocalizeRequest, predictor: OnnxPredictor, loc: Loc = ("body",)) -> PreparedSession:
+def _fullscale(req: LocalizeRequest, stations: list[str], predictor: ServedModel) -> NDArray[np.float64]:
+    """Each receiver's nominal full-scale power (dBm): the request's, the station's, else the default."""
+    net = predictor.network
+    known = {rx.id: rx.fullscale_dbm for rx in net.receivers} if net is not None else {}
+    return np.array(
+        [
+            rx.fullscale_dbm if rx.fullscale_dbm is not None else known.get(sid, DEFAULT_FULLSCALE_DBM)
+            for rx, sid in zip(req.receivers, stations, strict=True)
+        ]
+    )
+
+
+def _refuse_too_many(n_receivers: int, predictor: ServedModel, loc: Loc) -> None:
+    """RequestError when a model without a map gets more receivers (online or not) than it has slots."""
+    slots = getattr(predictor, "n_slots", None)
+    if slots is not None and not getattr(predictor, "has_map", True) and n_receivers > slots:
+        raise RequestError(
+            [((*loc, "receivers"), f"{n_receivers} receivers; this model takes at most {slots}")]
+        )
+
+
+def prepare_session(req: LocalizeRequest, predictor: ServedModel, loc: Loc = ("body",)) -> PreparedSession:
     """Validate one session request and build the graph's inputs (raises RequestError)."""
     n_t, model_rate = predictor.n_samples, predictor.sample_rate_hz
     ids, lat, lon, height, errors = [], [], [], [], []
@@ -307,16 +343,17 @@ def prepare_session(req: LocalizeRequest, predictor: OnnxPredictor, loc: Loc = (
         raise RequestError(errors)
     _refuse_duplicates(ids, loc)
     east, north = predictor.frame.to_local_km(np.array(lat), np.array(lon))
-    if predictor.area is not None:
-        outside = predictor.area.outside_km(east, north)
+    area = area_of(predictor)
+    if area is not None:
+        outside = area.outside_km(east, north)
         far = [
             (
                 (*loc, "receivers", i),
                 f"receiver {ids[i]!r} at ({lat[i]:.4f}, {lon[i]:.4f}) is {d:.0f} km outside "
-                f"the area this model was trained for (tolerance {predictor.area.tolerance_km:.0f} km)",
+                f"the area this model was trained for (tolerance {area.tolerance_km:.0f} km)",
             )
             for i, d in enumerate(outside)
-            if d > predictor.area.tolerance_km
+            if d > area.tolerance_km
         ]
         if far:
             raise RequestError(far)
@@ -330,6 +367,7 @@ def prepare_session(req: LocalizeRequest, predictor: OnnxPredictor, loc: Loc = (
         offline = f" (offline: {_names(ids, ~online)})" if (~online).any() else ""
         msg = f"{int(online.sum())} online receivers ({names}); at least {MIN_RECEIVERS} needed{offline}"
         raise RequestError([((*loc, "receivers"), msg)])
+    _refuse_too_many(len(ids), predictor, loc)
     samples = np.zeros((len(ids), n_t), dtype=np.complex64)
     errors = []
     for i, (x, rate) in captures.items():
@@ -350,7 +388,11 @@ def prepare_session(req: LocalizeRequest, predictor: OnnxPredictor, loc: Loc = (
     iq = np.stack([samples.real, samples.imag], axis=-1).astype(np.float32)
     rx_pos = np.stack([east, north, np.array(height)], axis=-1).astype(np.float32)
     state = np.where(online, np.where(heard, HEARD, SILENT), OFFLINE).astype(np.int8)
-    return PreparedSession(iq, rx_pos, online, float(req.center_freq_hz), ids, state, unmapped)
+    return PreparedSession(
+        iq, rx_pos, online, float(req.center_freq_hz), ids, state, unmapped,
+        np.array(lat, np.float64), np.array(lon, np.float64), stations,
+        _fullscale(req, stations, predictor), req.posterior_png,
+    )  # fmt: skip
 
 
 def stack_sessions(sessions: list[PreparedSession]) -> dict[str, NDArray]:

@@ -94,6 +94,9 @@ def locate_session(predictor: Predictor, batch: SessionBatch) -> dict[str, Any]:
         "receivers": table,
         "model_version": str(getattr(predictor, "version", "checkpoint")),
     }
+    posterior = predictor.posterior_map(one) if hasattr(predictor, "posterior_map") else None
+    if posterior is not None:
+        result["posterior"] = posterior.answer()
     if one.labelled[0]:
         t_lat, t_lon = float(one.tx_lat_deg[0]), float(one.tx_lon_deg[0])
         east, north = predictor.frame.to_local_km(t_lat, t_lon)
@@ -105,6 +108,13 @@ def locate_session(predictor: Predictor, batch: SessionBatch) -> dict[str, Any]:
             "inside_1sigma": m2 <= 1.0,
             "inside_95": m2 <= SCALE_95**2,
         }
+        if posterior is not None:
+            t_km = np.array(posterior.frame.to_local_km(t_lat, t_lon), dtype=np.float64)
+            best = result["posterior"]["map"]
+            result["truth"]["map_error_km"] = float(
+                geodesic_distance_km(t_lat, t_lon, best["latitude"], best["longitude"])
+            )
+            result["truth"]["hpd_level"] = posterior.hpd_level_of(t_km)
     return result
 
 
@@ -138,6 +148,18 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         f"major axis {one['orientation_deg']:.1f}° from north",
         f"95% ellipse: {e95['semi_major_m'] / 1000:.2f} × {e95['semi_minor_m'] / 1000:.2f} km",
     ]
+    post = result.get("posterior")
+    if post is not None:
+        best = post["map"]
+        lines.append(
+            f"MAP      {best['latitude']:.5f}  {best['longitude']:.5f}  (the most probable position)"
+        )
+        for k, m in enumerate(post["modes"], 1):
+            lines.append(
+                f"mode {k}   {m['latitude']:.5f}  {m['longitude']:.5f}  mass {100 * m['mass']:.0f} %"
+            )
+        for level, region in post["hpd"].items():
+            lines.append(f"{100 * float(level):.0f} % region: {region['area_km2']:.0f} km²")
     if "truth" in result:
         t = result["truth"]
         lines.append(
@@ -145,6 +167,9 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
             f"inside 1σ: {'yes' if t['inside_1sigma'] else 'no'}, "
             f"inside 95%: {'yes' if t['inside_95'] else 'no'}"
         )
+        if "map_error_km" in t:
+            inside = "yes" if t["hpd_level"] <= 0.9 else "no"
+            lines.append(f"MAP error {t['map_error_km']:.2f} km; truth inside the 90 % region: {inside}")
     return lines
 
 

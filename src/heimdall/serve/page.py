@@ -18,7 +18,12 @@ Routes added to the service (``/v1`` ones are guarded by the API token like the 
   with ``heimdall serve --data URI``, and one session's answer with its truth.
 
 For today's Gaussian model the posterior is N(mean, Σ) evaluated by the service
-on the raster; its MAP point is the mean itself.
+on the raster; its MAP point is the mean itself (``"kind": "gaussian"``). For a
+grid-posterior model it is the model's posterior on its grid
+(:mod:`heimdall.serve.posterior`): the raster is its density, the HPD contours,
+the modes (with their basins' probability) and the MAP point are its own
+(``"kind": "grid"``), and ``regions`` holds the 50 % and 90 % regions as GeoJSON
+with their areas, as in ``/v1/localize``.
 """
 
 from __future__ import annotations
@@ -38,10 +43,10 @@ from fastapi.staticfiles import StaticFiles
 from heimdall.data.session import STATE_NAMES, SessionBatch
 from heimdall.errors import HeimdallError
 from heimdall.eval.webmap import script_json
-from heimdall.export.predictor import OnnxPredictor
 from heimdall.models.ellipse import SCALE_95, mahalanobis_sq
-from heimdall.network.geodesy import geodesic_distance_km
-from heimdall.serve.inputs import PreparedSession, RequestError, prepare_session, stack_sessions
+from heimdall.network.geodesy import LocalFrame, geodesic_distance_km
+from heimdall.serve.inputs import PreparedSession, RequestError, prepare_session
+from heimdall.serve.posterior import Located, map_raster
 from heimdall.serve.raster import gaussian_raster, raster_payload
 from heimdall.serve.schemas import LocalizeRequest
 from heimdall.serve.upload import (
@@ -59,7 +64,8 @@ STATIC_DIR = Path(str(resources.files("heimdall.serve") / "static"))
 #: Vendor files the page needs (``make vendor`` copies them from web/node_modules).
 VENDOR_FILES = ("leaflet.js", "leaflet.css", "topojson-client.min.js", "countries-50m.json")
 
-Answerer = Callable[[list[PreparedSession]], list[dict[str, Any]]]
+#: The service's answers of prepared sessions, and what each was computed from.
+Answerer = Callable[[list[PreparedSession]], tuple[list[dict[str, Any]], list[Located]]]
 
 
 @dataclass(frozen=True)
@@ -121,20 +127,31 @@ def missing_vendor(static_dir: Path = STATIC_DIR) -> list[str]:
     return [f for f in VENDOR_FILES if not (static_dir / "vendor" / f).is_file()]
 
 
-def truth_of(batch: SessionBatch, predictor: OnnxPredictor, answer: dict[str, Any], mean, cov) -> dict | None:
-    """The labelled truth beside the answer: position, error (km), inside the 1σ and 95 % ellipses."""
+def truth_of(
+    batch: SessionBatch, frame: LocalFrame, answer: dict[str, Any], mean: Any, cov: Any
+) -> dict | None:
+    """The labelled truth beside the answer: position, error (km), inside the 1σ and 95 % ellipses.
+
+    ``mean`` (km) and ``cov`` (km²) are in ``frame``. For a grid answer (``answer["posterior"]``
+    holding a ``map`` point) the MAP point's error is added as ``map_error_km``.
+    """
     if not bool(batch.labelled[0]):
         return None
     lat, lon = float(batch.tx_lat_deg[0]), float(batch.tx_lon_deg[0])
-    east, north = predictor.frame.to_local_km(lat, lon)
+    east, north = frame.to_local_km(lat, lon)
     m2 = float(mahalanobis_sq(mean, cov, np.array([east, north])))
-    return {
+    truth = {
         "latitude": lat,
         "longitude": lon,
         "error_km": float(geodesic_distance_km(lat, lon, answer["latitude"], answer["longitude"])),
         "inside_1sigma": m2 <= 1.0,
         "inside_95": m2 <= SCALE_95**2,
     }
+    post = answer.get("posterior") or {}
+    if post.get("kind") == "grid":
+        best = post["map"]
+        truth["map_error_km"] = float(geodesic_distance_km(lat, lon, best["latitude"], best["longitude"]))
+    return truth
 
 
 def gaussian_posterior(predictor: Any, mean_km: Any, cov_km2: Any, answer: dict[str, Any]) -> dict[str, Any]:
@@ -150,8 +167,35 @@ def gaussian_posterior(predictor: Any, mean_km: Any, cov_km2: Any, answer: dict[
     return {"kind": "gaussian", "map": point, **payload}
 
 
+def grid_posterior(located: Located, answer: dict[str, Any]) -> dict[str, Any]:
+    """The page's ``posterior`` of a grid answer: its raster, HPD contours, modes and MAP (degrees).
+
+    The raster, and the contours traced on it, are the posterior map's density
+    (:func:`heimdall.serve.posterior.map_raster`); the modes are the map's own (refined below the
+    grid step, with their basins' mass as ``probability``) and the MAP point is the answer's.
+    """
+    pmap = located.posterior_map
+    if pmap is None:
+        raise ValueError("a Gaussian answer has no posterior map")
+    payload = raster_payload(map_raster(pmap))
+    post = answer["posterior"]
+    modes = []
+    for m in post["modes"]:
+        density = float(np.exp(pmap.log_density_at(np.array([[m["east_km"], m["north_km"]]]))[0]))
+        modes.append(
+            {
+                "latitude": m["latitude"],
+                "longitude": m["longitude"],
+                "density_per_km2": density,
+                "probability": m["mass"],
+            }
+        )
+    point = {"latitude": post["map"]["latitude"], "longitude": post["map"]["longitude"]}
+    return {**payload, "kind": "grid", "map": point, "modes": modes, "regions": post["hpd"]}
+
+
 def posterior_result(
-    predictor: OnnxPredictor,
+    predictor: Any,
     answer: Answerer,
     request: LocalizeRequest,
     names: list[str] | None = None,
@@ -166,16 +210,20 @@ def posterior_result(
         prepared = prepare_session(request, predictor)
     except RequestError as exc:
         raise exc if names is None else name_receivers(exc, names) from None
-    result = answer([prepared])[0]
-    mean, cov = predictor.run(**stack_sessions([prepared]))
-    lat, lon = predictor.frame.to_latlon(prepared.rx_pos[:, 0], prepared.rx_pos[:, 1])
+    results, located = answer([prepared])
+    result, loc = results[0], located[0]
     result["receivers"] = [
         {"id": rid, "latitude": float(la), "longitude": float(lo), "state": STATE_NAMES[int(s)]}
-        for rid, la, lo, s in zip(prepared.ids, lat, lon, prepared.state, strict=True)
+        for rid, la, lo, s in zip(
+            prepared.ids, prepared.lat_deg, prepared.lon_deg, prepared.state, strict=True
+        )
     ]
-    result["posterior"] = gaussian_posterior(predictor, mean[0], cov[0], result)
+    if loc.posterior_map is None:
+        result["posterior"] = gaussian_posterior(predictor, loc.mean_km, loc.cov_km2, result)
+    else:
+        result["posterior"] = grid_posterior(loc, result)
     if batch is not None:
-        truth = truth_of(batch, predictor, result, mean[0], cov[0])
+        truth = truth_of(batch, loc.frame, result, loc.mean_km, loc.cov_km2)
         if truth is not None:
             result["truth"] = truth
     return result
@@ -200,7 +248,7 @@ def _not_found(msg: str) -> JSONResponse:
 
 def mount_page(
     app: FastAPI,
-    predictor: OnnxPredictor,
+    predictor: Any,
     answer: Answerer,
     config: PageConfig | None = None,
     token_required: bool = False,
@@ -311,6 +359,11 @@ def locate_document(predictor: Any, batch: SessionBatch, result: dict[str, Any],
 
     one = batch.select([0])
     mean, cov = predictor.predict(one)
+    pmap = (
+        predictor.posterior_map(one)
+        if "posterior" in result and hasattr(predictor, "posterior_map")
+        else None
+    )
     states = {row["receiver"]: row["state"] for row in result["receivers"]}
     receivers = [
         {
@@ -327,7 +380,9 @@ def locate_document(predictor: Any, batch: SessionBatch, result: dict[str, Any],
         "model_version": result.get("model_version", ""),
         "source": title,
         "receivers": receivers,
-        "posterior": gaussian_posterior(predictor, mean[0], cov[0], result),
+        "posterior": gaussian_posterior(predictor, mean[0], cov[0], result)
+        if pmap is None
+        else grid_posterior(Located(mean[0], cov[0], predictor.frame, pmap), result),
     }
     if "truth" in result:
         doc["truth"] = result["truth"]

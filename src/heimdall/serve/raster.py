@@ -248,20 +248,25 @@ def png_bytes(rgba: NDArray[np.uint8]) -> bytes:
     return buf.getvalue()
 
 
-def raster_payload(raster: Raster) -> dict[str, Any]:
-    """JSON-ready heat layer, HPD contours and modes of a raster (the service's ``posterior`` field)."""
+def raster_image(raster: Raster) -> dict[str, Any]:
+    """JSON-ready heat layer of a raster: PNG (base64), lat/lon bounds, size, peak density, mass."""
     png = png_bytes(heat_rgba(raster))
     h, w = raster.density.shape
     return {
-        "raster": {
-            "bounds": raster.bounds(),
-            "width": w,
-            "height": h,
-            "rows": "equally spaced in Web Mercator y, row 0 north",
-            "png_base64": base64.b64encode(png).decode("ascii"),
-            "density_max_per_km2": float(raster.density.max()),
-            "mass_in_raster": float(raster.mass.sum()),
-        },
+        "bounds": raster.bounds(),
+        "width": w,
+        "height": h,
+        "rows": "equally spaced in Web Mercator y, row 0 north",
+        "png_base64": base64.b64encode(png).decode("ascii"),
+        "density_max_per_km2": float(raster.density.max()),
+        "mass_in_raster": float(raster.mass.sum()),
+    }
+
+
+def raster_payload(raster: Raster) -> dict[str, Any]:
+    """JSON-ready heat layer, HPD contours and modes of a raster (the service's ``posterior`` field)."""
+    return {
+        "raster": raster_image(raster),
         "hpd": [
             {"level": p, "density_per_km2": hpd_threshold(raster, p), "contours": hpd_contours(raster, p)}
             for p in HPD_LEVELS

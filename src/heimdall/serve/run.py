@@ -30,6 +30,9 @@ def serve_model(
 ) -> None:
     """Serve the ONNX model ``spec`` (path, URI or ``models:/NAME@ALIAS``) on ``host:port`` until stopped.
 
+    The model is a Gaussian network or a grid-posterior model (``kind`` in its metadata);
+    the latter answers with its posterior as well (:mod:`heimdall.serve.posterior`).
+
     Parameters
     ----------
     spec
@@ -82,12 +85,13 @@ def serve_model(
     import uvicorn
 
     from heimdall.export.predictor import OnnxPredictor, load_predictor
+    from heimdall.models.grid_predictor import GridPosteriorPredictor
     from heimdall.serve.app import create_app
 
     predictor = load_predictor(
         spec, storage_options=storage_options, tracking_uri=tracking_uri, threads=threads
     )
-    assert isinstance(predictor, OnnxPredictor)
+    assert isinstance(predictor, OnnxPredictor | GridPosteriorPredictor)
     app = create_app(
         predictor,
         max_body_bytes=max_body_bytes,

@@ -18,6 +18,8 @@ MAX_BATCH_SESSIONS = 32
 MAX_RECEIVERS = 64
 #: Longest base64 IQ string of one receiver, characters (a 60 s float32 capture at 48 kHz).
 MAX_IQ_CHARS = 32_000_000
+#: Nominal full-scale power (dBm) of a receiver given without ``fullscale_dbm`` and not in the network.
+DEFAULT_FULLSCALE_DBM = -50.0
 
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
@@ -52,6 +54,14 @@ class ReceiverIn(BaseModel):
         le=10_000_000.0,
         description="This capture's sample rate (overrides the session's).",
     )
+    fullscale_dbm: float | None = Field(
+        default=None,
+        ge=-120.0,
+        le=30.0,
+        description="Nominal received power at digital full scale, dBm (read by posterior models, which "
+        "measure absolute power): default the station's value in the model's network, else "
+        f"{DEFAULT_FULLSCALE_DBM:g} dBm.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ReceiverIn:
@@ -79,6 +89,11 @@ class LocalizeRequest(BaseModel):
         default="int16", description="int16 (full scale 32768) or float32 (full scale 1.0) I/Q pairs."
     )
     receivers: list[ReceiverIn] = Field(min_length=1, max_length=MAX_RECEIVERS)
+    posterior_png: bool = Field(
+        default=False,
+        description="Grid-posterior models: add `posterior.raster`, the posterior density as a PNG heat "
+        "image (base64) with its lat/lon bounds. Ignored by Gaussian models.",
+    )
 
 
 class BatchRequest(BaseModel):
@@ -97,6 +112,53 @@ class EllipseOut(BaseModel):
     orientation_deg: float
 
 
+class PointOut(BaseModel):
+    """A position: WGS84 degrees and (east, north) km in the answer's local frame (``posterior.frame``)."""
+
+    latitude: float
+    longitude: float
+    east_km: float
+    north_km: float
+
+
+class ModeOut(PointOut):
+    """A local maximum of the posterior and the probability of its basin of attraction."""
+
+    mass: float = Field(ge=0.0, le=1.0)
+
+
+class RegionOut(BaseModel):
+    """A highest-posterior-density region: its area and its outline."""
+
+    area_km2: float = Field(description="Area of the region (whole grid cells), km².")
+    geojson: dict[str, Any] = Field(description="GeoJSON MultiPolygon geometry, [lon, lat] degrees.")
+
+
+class RasterOut(BaseModel):
+    """The posterior density as a PNG heat image stretched over its lat/lon bounds."""
+
+    png_base64: str
+    bounds: dict[str, float] = Field(description="south, west, north, east, degrees.")
+    width: int
+    height: int
+    rows: str
+    density_max_per_km2: float
+    mass_in_raster: float
+
+
+class PosteriorOut(BaseModel):
+    """A grid-posterior model's answer: the posterior on its grid, summarised (docs/SERVING.md)."""
+
+    map: PointOut = Field(description="Most probable position (MAP), refined below the grid step.")
+    mean: PointOut = Field(description="Posterior mean (the answer's latitude / longitude).")
+    cov_km2: list[list[float]] = Field(description="Posterior covariance (east, north), km².")
+    modes: list[ModeOut] = Field(description="Up to three most probable modes, most probable first.")
+    hpd: dict[str, RegionOut] = Field(description='Highest-density regions by level: "0.5", "0.9".')
+    frame: dict[str, float] = Field(description="Reference point of the local frame, degrees.")
+    grid: dict[str, Any] = Field(description="The grid the posterior was evaluated on.")
+    raster: RasterOut | None = Field(default=None, description="Only when `posterior_png` was requested.")
+
+
 class LocalizeResponse(BaseModel):
     """Where the transmitter is, with its 1σ and 95 % ellipses and a GeoJSON rendering."""
 
@@ -113,7 +175,11 @@ class LocalizeResponse(BaseModel):
     )
     out_of_area: bool = Field(
         description="True when more than 5 % of the answer's probability (the Gaussian of the ellipses) "
-        "lies outside the area the model was trained for: the model has seen no transmitter there."
+        "lies outside the area the model was trained for (a radio map's area for a grid-posterior model; "
+        "always false for a model without an area): the model has seen no transmitter there."
+    )
+    posterior: PosteriorOut | None = Field(
+        default=None, description="The grid posterior (grid-posterior models); null for Gaussian models."
     )
     model_version: str
     inference_ms: float

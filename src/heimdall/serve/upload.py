@@ -126,6 +126,9 @@ def session_request(batch: SessionBatch, network: Network | None) -> tuple[Local
             rx = {"lat": lat, "lon": lon}
             if np.isfinite(height) and height > 0:
                 rx["height_m"] = height
+            fullscale = float(batch.rx_fullscale_dbm[0, r])
+            if np.isfinite(fullscale):
+                rx["fullscale_dbm"] = fullscale
         else:
             continue  # an unused slot
         if batch.rx_state[0, r] == OFFLINE:

@@ -1,0 +1,185 @@
+"""GridPosteriorNet pretraining: the loss's normalisation, learning a planted exponent, checkpoint, CLI."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from heimdall.errors import HeimdallError
+from heimdall.maps.config import MapsConfig
+from heimdall.models.gridnet import GridPosteriorNet
+from heimdall.models.gridnet_config import GridNetConfig, is_gridnet_config, load_gridnet_config
+from heimdall.models.gridnet_inputs import INPUT_NAMES
+from heimdall.models.gridnet_train import (
+    GridTrainResult,
+    load_gridnet,
+    load_sessions,
+    log_scores,
+    run_gridnet_training,
+)
+from heimdall.models.predict import read_checkpoint
+from heimdall.sim.world import load_world
+
+#: The planted error: training starts from n_far = 3.0 in a world whose n_far is 4.0 (reference world).
+START_N_FAR = 3.0
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def _tiny_config(root: Path) -> GridNetConfig:
+    return GridNetConfig.model_validate({
+        "name": "tiny-gridnet",
+        "data": {"network": "nw-italy", "world_seed": 1000, "duration_s": 0.05, "train": str(root / "train"),
+                 "train_sessions": 96, "val": str(root / "val"), "val_sessions": 64, "n_slots": 8},
+        "start": {"exponents": [2.0, START_N_FAR]},
+        "optim": {"lr": 0.1, "batch_size": 16, "batches_per_epoch": 4, "grid_step_km": 10.0},
+        "trainer": {"max_epochs": 5, "patience": 5, "out_dir": str(root / "runs")},
+        "tracking": {"uri": f"sqlite:///{root / 'mlruns.db'}", "experiment": "tiny-gridnet"},
+    })  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[GridNetConfig, GridTrainResult]:
+    torch.set_num_threads(1)
+    cfg = _tiny_config(tmp_path_factory.mktemp("gridnet"))
+    return cfg, run_gridnet_training(cfg, progress=False)
+
+
+class _Gaussian(torch.nn.Module):
+    """A stand-in log posterior: isotropic Gaussian at ``centre`` with σ ``sigma`` (km), plus a constant."""
+
+    def __init__(self, centre: tuple[float, float], sigma: float) -> None:
+        super().__init__()
+        self.centre = torch.tensor(centre)
+        self.sigma = sigma
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        points = inputs[INPUT_NAMES.index("points_km")]
+        return 7.0 - torch.sum((points - self.centre) ** 2, dim=-1) / (2 * self.sigma**2)
+
+
+def test_log_score_is_a_density_per_km2() -> None:
+    """On a fine grid the score equals the closed-form log density of the Gaussian at the truth."""
+    from heimdall.posterior.grid import search_grid
+
+    sigma, centre, truth = 6.0, (3.0, -4.0), (9.0, 2.0)
+    grid = search_grid((-60.0, 60.0, -50.0, 70.0), 1.0)
+    g = len(grid.points_km)
+    points = np.concatenate([grid.points_km, [truth]])[None].astype(np.float32)
+    batch = {n: torch.zeros(1, 1) for n in INPUT_NAMES}
+    batch.update(points_km=torch.from_numpy(points), mask=torch.ones(1, g, dtype=torch.bool),
+                 log_cell_km2=torch.tensor([math.log(grid.cell_area_km2)]))  # fmt: skip
+    score, log_mass = log_scores(_Gaussian(centre, sigma), batch)
+    r2 = (truth[0] - centre[0]) ** 2 + (truth[1] - centre[1]) ** 2
+    expected = -math.log(2 * math.pi * sigma**2) - r2 / (2 * sigma**2)
+    assert float(score[0]) == pytest.approx(expected, abs=1e-3)
+    assert float(torch.logsumexp(log_mass, dim=1)[0]) == pytest.approx(0.0, abs=1e-5)
+    # padded (masked) points carry no mass
+    batch["mask"][0, : g // 2] = False
+    _, log_mass = log_scores(_Gaussian(centre, sigma), batch)
+    assert torch.all(torch.isinf(log_mass[0, : g // 2]))
+
+
+@pytest.mark.slow
+def test_training_moves_n_far_to_the_planted_truth(trained) -> None:
+    _, result = trained
+    truth = load_world().path_loss_exponent_far
+    assert truth == pytest.approx(4.0) and result.start_parameters["n_far"] == pytest.approx(START_N_FAR)
+    learnt = result.parameters["n_far"]
+    # at least a third of the way from 3.0 towards 4.0, and not past the physical range
+    assert learnt - START_N_FAR >= 0.33 * (truth - START_N_FAR), result.history
+    assert abs(learnt - truth) < 0.7 * abs(START_N_FAR - truth)
+    assert result.parameters["n_near"] >= 1.5 and learnt >= result.parameters["n_near"]
+    # validation log score (nats, density per km²) improves over the start
+    assert result.val_metrics["log_score"] > result.start_val_metrics["log_score"] + 0.02
+    assert 5.0 < result.val_metrics["median_error_km"] < 100.0
+
+
+@pytest.mark.slow
+def test_checkpoint_reads_safely_and_gives_the_trained_posterior(trained) -> None:
+    cfg, result = trained
+    ckpt = read_checkpoint(result.checkpoint)
+    assert ckpt["kind"] == "grid-posterior"
+    meta = ckpt["metadata"]
+    assert meta["parameters"] == pytest.approx(result.parameters)
+    assert meta["dataset_hash"] and meta["world_seeds"] == "1000" and meta["n_slots"] == 8
+    loaded, metadata = load_gridnet(result.checkpoint)
+    assert metadata["val_metrics"] == pytest.approx(result.val_metrics)
+    # the same posterior as the trained module, and as a net built from the recorded physical values
+    p = meta["parameters"]
+    rebuilt = GridPosteriorNet(MapsConfig.model_validate({
+        **ckpt["maps_config"], "prior_exponents": (p["n_near"], p["n_far"]),
+        "prior_clutter_db": p["clutter_db"], "prior_sigma_db": p["field_sigma_db"],
+        "prior_nugget_db": p["nugget_db"],
+    }))  # fmt: skip
+    from heimdall.data.store import SessionStore
+
+    val = load_sessions(SessionStore.open(cfg.data.val), 6, cfg.data.n_slots, 10.0)
+    batch = val.collate(np.arange(6))
+    with torch.no_grad():
+        want = log_scores(result.model, batch)[1]
+        for model in (loaded, rebuilt):
+            got = log_scores(model, batch)[1]
+            finite = torch.isfinite(want)
+            assert torch.equal(finite, torch.isfinite(got))
+            assert torch.allclose(got[finite], want[finite], atol=1e-4)
+    with pytest.raises(HeimdallError, match="not a grid-posterior model"):
+        bad = Path(result.checkpoint).with_name("other.pt")
+        torch.save({"kind": "localization"}, bad)
+        load_gridnet(bad)
+
+
+@pytest.mark.slow
+def test_run_is_tracked_in_mlflow(trained) -> None:
+    import mlflow
+
+    cfg, result = trained
+    client = mlflow.MlflowClient(cfg.tracking.uri)
+    run = client.get_run(result.run_id)
+    assert run.data.metrics["final_val_log_score"] == pytest.approx(result.val_metrics["log_score"])
+    assert run.data.metrics["learnt_n_far"] == pytest.approx(result.parameters["n_far"])
+    assert run.data.tags["dataset.train.hash"]
+    names = {a.path for a in client.list_artifacts(result.run_id)} | {
+        a.path for a in client.list_artifacts(result.run_id, "model")
+    }
+    assert {"config.yaml", "model/gridnet.pt"} <= names
+
+
+@pytest.mark.slow
+def test_cli_train_dispatches_on_kind(trained, tmp_path: Path, capsys) -> None:
+    from heimdall.cli import main
+
+    cfg, _ = trained
+    data = cfg.with_overrides(trainer={"max_epochs": 1}, optim={"batches_per_epoch": 1}).model_dump(
+        mode="json"
+    )
+    path = tmp_path / "gridnet.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert is_gridnet_config(path)
+    main(["train", "--config", str(path), "--no-progress", "--summary", str(tmp_path / "s.json")])
+    out = capsys.readouterr().out
+    assert "n_far" in out and "val log_score" in out
+    assert Path(yaml.safe_load((tmp_path / "s.json").read_text())["checkpoint"]).is_file()
+
+
+def test_config_refuses_test_worlds_naming_file_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("kind: grid-posterior\ndata:\n  world_seed: 0-1999\n")
+    with pytest.raises(HeimdallError, match=r"bad\.yaml.*data\.world_seed.*test worlds"):
+        load_gridnet_config(path)
+    path.write_text("kind: grid-posterior\noptim:\n  lrr: 0.1\n")
+    with pytest.raises(HeimdallError, match=r"optim\.lrr"):
+        load_gridnet_config(path)
+    assert not is_gridnet_config(Path(__file__).parents[2] / "configs" / "quick.yaml")
+    assert (
+        load_gridnet_config(Path(__file__).parents[2] / "configs" / "gridnet.yaml").data.world_seed
+        == "1000-1999"
+    )

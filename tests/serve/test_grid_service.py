@@ -1,0 +1,209 @@
+"""`heimdall serve` with grid-posterior models, over HTTP: posterior answers, receivers, PNG, model card, page.
+
+Two exported GridPosteriorNets (untrained: the service's behaviour does not depend on the
+weights): one without a radio map (any receivers) and one carrying a map fitted from 150
+simulated labelled sessions of world 13. Answers are checked against the predictor run on
+the same sessions read from a store (an independent input path: no request decoding,
+resampling or station matching).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from heimdall.data.session import SessionBatch
+from heimdall.data.store import SessionStore
+from heimdall.export.grid_onnx import export_grid_model, grid_metadata
+from heimdall.export.predictor import load_predictor
+from heimdall.maps.artifact import load_map, save_map
+from heimdall.maps.config import MapsConfig
+from heimdall.maps.fit import fit_radio_map
+from heimdall.maps.observations import observations_from_store
+from heimdall.models.grid_predictor import GridPosteriorPredictor
+from heimdall.models.gridnet import GridPosteriorNet
+from heimdall.network.geodesy import geodesic_distance_km
+from heimdall.serve.client import session_request
+from heimdall.sim.simulate_job import run_simulation
+
+from .conftest import Served, start_server, stop_server
+
+pytestmark = pytest.mark.slow
+torch.set_num_threads(1)
+
+N_LABELLED = 150
+
+
+@dataclass(frozen=True)
+class GridSetup:
+    """Stores, map and exported models of the tests."""
+
+    root: Path
+    labelled: str
+    test: str
+    radio_map: str
+    no_map: Path
+    with_map: Path
+    picked: list[int]  # test sessions with ≥ 4 receivers > 10 dB above noise
+
+
+@pytest.fixture(scope="module")
+def grid_setup(tmp_path_factory: pytest.TempPathFactory) -> GridSetup:
+    root = tmp_path_factory.mktemp("grid-serve")
+    lab, test = str(root / "lab"), str(root / "test")
+    run_simulation(lab, "nw-italy", N_LABELLED, world_seed=13, seed=3, duration_s=0.05, workers=1)
+    run_simulation(test, "nw-italy", 12, world_seed=13, seed=4, duration_s=0.1, workers=1)  # 1200 samples
+    obs, net = observations_from_store(lab)
+    save_map(fit_radio_map(obs, net, MapsConfig()), str(root / "map"), sources=[lab])
+    rmap, meta = load_map(str(root / "map"))
+    plain = GridPosteriorNet(MapsConfig())
+    export_grid_model(plain, str(root / "plain"), grid_metadata(plain, 12, {}))
+    mapped = GridPosteriorNet(rmap.config)
+    mapped.load_map(rmap)
+    n_rx = len(rmap.network.receivers)
+    export_grid_model(mapped, str(root / "mapped"), grid_metadata(mapped, n_rx, {}, meta, str(root / "map")))
+    batch = SessionStore.open(test).read_all()
+    picked = [i for i in range(batch.n_sessions) if (batch.rx_snr_db[i] > 10.0).sum() >= 4][:2]
+    assert len(picked) == 2
+    return GridSetup(
+        root, lab, test, str(root / "map"), root / "plain" / "model.onnx", root / "mapped" / "model.onnx", picked
+    )
+
+
+@pytest.fixture(scope="module")
+def servers(grid_setup: GridSetup) -> Iterator[dict[str, Served]]:
+    started = {"no_map": start_server(grid_setup.no_map), "with_map": start_server(grid_setup.with_map)}
+    try:
+        yield started
+    finally:
+        for s in started.values():
+            stop_server(s)
+
+
+@pytest.fixture(scope="module")
+def stored(grid_setup: GridSetup) -> SessionBatch:
+    return SessionStore.open(grid_setup.test).read_all()
+
+
+def _post(served: Served, body: dict, path: str = "/v1/localize") -> httpx.Response:
+    return httpx.post(served.url + path, json=body, timeout=60.0)
+
+
+def _request(kind: str, batch: SessionBatch, i: int, **kw) -> dict:
+    """Stations by id for the map model; positions (with full-scale power) for the model without a map."""
+    return session_request(batch, i, by_station=kind == "with_map", **kw)
+
+
+@pytest.mark.parametrize("kind", ["no_map", "with_map"])
+def test_localize_answers_with_the_posterior(kind: str, servers, grid_setup: GridSetup, stored) -> None:
+    path = grid_setup.no_map if kind == "no_map" else grid_setup.with_map
+    predictor = load_predictor(str(path), threads=1)
+    assert isinstance(predictor, GridPosteriorPredictor) and predictor.has_map is (kind == "with_map")
+    for i in grid_setup.picked:
+        r = _post(servers[kind], _request(kind, stored, i))
+        assert r.status_code == 200, r.text
+        answer = r.json()
+        post = answer["posterior"]
+        # the answer's mean (and ellipse) is the predictor's on the stored session, within 10 m
+        mean, cov = predictor.predict(stored.select([i]))
+        lat, lon = predictor.frame.to_latlon(mean[0, 0], mean[0, 1])
+        assert float(geodesic_distance_km(lat, lon, answer["latitude"], answer["longitude"])) < 0.01
+        assert answer["ellipse_1sigma"]["semi_major_m"] == pytest.approx(
+            1000.0 * np.sqrt(np.linalg.eigvalsh(cov[0])[-1]), rel=1e-3
+        )
+        assert post["mean"]["latitude"] == pytest.approx(answer["latitude"], abs=1e-9)
+        # MAP, modes with their basins' mass, nested HPD regions as GeoJSON MultiPolygons
+        assert np.isfinite([post["map"]["latitude"], post["map"]["longitude"]]).all()
+        masses = [m["mass"] for m in post["modes"]]
+        assert 1 <= len(masses) <= 3 and all(0.0 < m <= 1.0 for m in masses) and sum(masses) <= 1.0 + 1e-9
+        assert masses == sorted(masses, reverse=True)
+        a50, a90 = post["hpd"]["0.5"]["area_km2"], post["hpd"]["0.9"]["area_km2"]
+        assert 0.0 < a50 <= a90
+        for level in ("0.5", "0.9"):
+            geometry = post["hpd"][level]["geojson"]
+            assert geometry["type"] == "MultiPolygon" and len(geometry["coordinates"]) >= 1
+        # the 50 % region lies inside the grid the posterior was evaluated on
+        e0, e1, n0, n1 = post["grid"]["area_km"]
+        assert e0 <= post["map"]["east_km"] <= e1 and n0 <= post["map"]["north_km"] <= n1
+        assert answer["out_of_area"] is False and answer["model_version"].startswith("sha256:")
+
+
+def test_posterior_png_is_a_decodable_image_with_bounds(servers, grid_setup: GridSetup, stored) -> None:
+    i = grid_setup.picked[0]
+    plain = _post(servers["with_map"], _request("with_map", stored, i)).json()
+    assert plain["posterior"]["raster"] is None
+    answer = _post(servers["with_map"], _request("with_map", stored, i) | {"posterior_png": True}).json()
+    raster = answer["posterior"]["raster"]
+    image = Image.open(io.BytesIO(base64.b64decode(raster["png_base64"])))
+    assert image.format == "PNG" and image.size == (raster["width"], raster["height"])
+    b = raster["bounds"]
+    best = answer["posterior"]["map"]
+    assert b["south"] < best["latitude"] < b["north"] and b["west"] < best["longitude"] < b["east"]
+    assert raster["mass_in_raster"] == pytest.approx(1.0, abs=0.05)  # bilinear density over the grid
+    # the densest pixel is opaque, pixels outside the 99 % region transparent
+    alpha = np.asarray(image.convert("RGBA"))[..., 3]
+    assert alpha.max() == 255 and (alpha == 0).mean() > 0.2
+
+
+def test_map_model_refuses_receivers_it_has_no_field_for(servers, stored, grid_setup: GridSetup) -> None:
+    body = _request("with_map", stored, grid_setup.picked[0])
+    unknown = copy.deepcopy(body)
+    unknown["receivers"][0]["station"] = "atlantis"
+    r = _post(servers["with_map"], unknown)
+    assert r.status_code == 422 and "atlantis" in r.text
+    moved = session_request(stored, grid_setup.picked[0], by_station=False)
+    moved["receivers"][1]["lat"] += 0.2  # 22 km north of its station
+    r = _post(servers["with_map"], moved)
+    assert r.status_code == 422
+    [item] = r.json()["detail"]
+    assert item["loc"] == ["body", "receivers", 1] and "not a station of network" in item["msg"]
+    # the model without a map takes the moved receiver (positions only, no network)
+    assert _post(servers["no_map"], moved).status_code == 200
+    named = _post(servers["no_map"], body)
+    assert named.status_code == 422 and "no network" in named.text
+
+
+def test_batch_equals_single_answers(servers, stored, grid_setup: GridSetup) -> None:
+    bodies = [_request("with_map", stored, i) for i in grid_setup.picked]
+    batch = _post(servers["with_map"], {"sessions": bodies}, "/v1/localize/batch").json()["results"]
+    for body, got in zip(bodies, batch, strict=True):
+        single = _post(servers["with_map"], body).json()
+        assert got["latitude"] == pytest.approx(single["latitude"], abs=1e-9)
+        assert got["posterior"]["hpd"]["0.9"]["area_km2"] == pytest.approx(
+            single["posterior"]["hpd"]["0.9"]["area_km2"], rel=1e-9
+        )
+
+
+def test_model_card_says_kind_and_which_labels_fitted_the_map(servers, grid_setup: GridSetup) -> None:
+    card = httpx.get(servers["with_map"].url + "/v1/model").json()
+    assert card["kind"] == "grid-posterior"
+    fitted = card["posterior"]["radio_map"]
+    assert fitted["uri"] == grid_setup.radio_map and fitted["sources"] == [grid_setup.labelled]
+    assert 0.8 * N_LABELLED <= fitted["n_labels"] <= N_LABELLED and fitted["map_version"] == 1
+    assert card["network"]["name"] == "nw-italy" and card["trained_area"] is not None
+    plain = httpx.get(servers["no_map"].url + "/v1/model").json()
+    assert plain["kind"] == "grid-posterior" and plain["posterior"]["radio_map"] is None
+    assert plain["network"] is None and "at most 12" in plain["posterior"]["receivers"]
+
+
+def test_map_page_shows_the_grid_posterior(servers, stored, grid_setup: GridSetup) -> None:
+    body = _request("with_map", stored, grid_setup.picked[1])
+    answer = _post(servers["with_map"], body).json()
+    page = _post(servers["with_map"], body, "/v1/posterior").json()
+    post = page["posterior"]
+    assert post["kind"] == "grid"
+    assert post["map"] == {k: answer["posterior"]["map"][k] for k in ("latitude", "longitude")}
+    assert [m["probability"] for m in post["modes"]] == [m["mass"] for m in answer["posterior"]["modes"]]
+    assert post["regions"]["0.9"]["area_km2"] == answer["posterior"]["hpd"]["0.9"]["area_km2"]
+    assert {h["level"] for h in post["hpd"]} == {0.5, 0.9} and post["hpd"][1]["contours"]
+    assert post["raster"]["png_base64"] and len(page["receivers"]) == stored.n_receivers
