@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python bench/adapt.py [--worlds 101,102,103] [--network nw-italy] [--n 0,300,3000,10000]
-        [--labels clustered|uniform] [--test 1000] [--out bench-out/adapt]
+        [--labels clustered|uniform] [--test 1000] [--out bench-out/adapt] [--model CKPT]
 
 Per world seed: simulates (once, resumable) a labelled store of max(N) sessions (``--labels``:
 the clustered prior, or uniform positions as in the issue's experiment) and a uniform test
@@ -12,21 +12,33 @@ labels) and the bench-only ``gp_oracle`` (the world's true σ, ℓ, per-capture 
 transmitters' true powers), locates the test sessions with both on the oracle's likelihood path
 (:class:`heimdall.maps.estimator.RadioMapLocator`) and scores them beside ``rss_ml`` and the
 oracle. Every measurement is cached as JSON under ``--out``; rerunning skips what is done.
+
+The production model (``model``, :class:`heimdall.models.gridnet.GridPosteriorNet` from
+``--model CKPT``; default: the untrained start model, ``GridPosteriorNet(MapsConfig())``,
+labelled ``untrained-start`` in the output) is scored at every N through ``evaluate_store``
+(the code of ``heimdall evaluate``): at N = 0 the model without a map (beside ``rss_ml``), at
+N ≥ ``min_labels`` the model adapted (:meth:`GridPosteriorPredictor.adapt`) to the same fitted
+map as ``radio_map_kriging``, which is located again in the same pass so that the paired
+bootstrap interval of the median-error difference model − radio_map_kriging (model − rss_ml
+at N = 0) is on the same sessions. Cached per N and checkpoint (``*-model-<tag>.json``, with
+the per-session errors), with the ``map fit`` time and the model's seconds per session.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from heimdall.data.store import SessionStore
 from heimdall.eval.estimate import Estimate
 from heimdall.eval.evaluate import evaluate_store
-from heimdall.eval.metrics import errors_km, posterior_summary
+from heimdall.eval.metrics import errors_km, paired_bootstrap_median_diff, posterior_summary
 from heimdall.eval.noise import capture_sigma_db
 from heimdall.maps.config import MapsConfig
 from heimdall.maps.estimator import RadioMapLocator
@@ -47,6 +59,69 @@ def _scores(mean_km: np.ndarray, map_km: np.ndarray, scores, truth: np.ndarray) 
     """The posterior keys of ``evaluate``'s JSON (the same metric functions)."""
     mean_err = errors_km(Estimate(mean_km), truth)
     return {"median_km": float(np.median(mean_err)), **posterior_summary(scores, Estimate(map_km), truth)}
+
+
+def load_model(spec: str | None, out: Path) -> tuple[Any, str, str]:
+    """The model's predictor, its cache tag and its label (``--model``, default the untrained start)."""
+    import torch
+
+    from heimdall.export.predictor import load_predictor
+
+    torch.set_num_threads(1)
+    if spec is None:
+        from heimdall.models.gridnet import GridPosteriorNet
+
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / "untrained-start.pt"
+        if not path.exists():
+            torch.manual_seed(0)
+            payload = {
+                "kind": "grid-posterior",
+                "state_dict": GridPosteriorNet(MapsConfig()).state_dict(),
+                "maps_config": MapsConfig().model_dump(mode="json"),
+                "metadata": {},
+            }
+            torch.save(payload, path)
+        return load_predictor(str(path)), "untrained-start", "untrained start model (MapsConfig defaults)"
+    digest = hashlib.sha256(Path(spec).read_bytes()).hexdigest()[:10]
+    return load_predictor(spec), f"ckpt-{digest}", f"{spec} (sha256 {digest}…)"
+
+
+def _errors(res: Any, name: str) -> tuple[np.ndarray, np.ndarray | None]:
+    mean = errors_km(res.estimates[name], res.truth_km)
+    mode = errors_km(res.map_estimates[name], res.truth_km) if name in res.map_estimates else None
+    return mean, mode
+
+
+def model_row(model: Any, m: Any, n: int, fit_s: float, test: str) -> dict:
+    """The model (adapted to map ``m``; without a map below ``min_labels``) and radio_map_kriging, paired."""
+    adapted = model.adapt(m)
+    with_map = adapted is not model
+    base = ["rss_ml"] if n == 0 else []
+    t = time.perf_counter()
+    res = evaluate_store(test, adapted, base, radio_map=RadioMapLocator(m))
+    wall = time.perf_counter() - t
+    ns = len(res.truth_km)
+    row: dict = {"n_test": ns, "map_fit_seconds": fit_s, "evaluate_wall_seconds": wall, "adapted": with_map}
+    for name in ("model", "radio_map_kriging", *base):
+        s = {"median_km": float(np.median(errors_km(res.estimates[name], res.truth_km)))}
+        if name in res.posteriors:
+            s |= posterior_summary(res.posteriors[name], res.map_estimates[name], res.truth_km)
+        s["seconds_per_session"] = res.timings_s.get(name, float("nan")) / ns
+        mean, mode = _errors(res, name)
+        s["errors_km"] = np.round(mean, 3).tolist()
+        if mode is not None:
+            s["map_errors_km"] = np.round(mode, 3).tolist()
+        row[name] = s
+    e = {k: np.asarray(row[k]["errors_km"]) for k in ("model", "radio_map_kriging", *base)}
+    row["bootstrap_model_minus_kriging"] = paired_bootstrap_median_diff(e["model"], e["radio_map_kriging"])
+    em = {k: np.asarray(row[k]["map_errors_km"]) for k in ("model", "radio_map_kriging")}
+    row["bootstrap_model_minus_kriging_map"] = paired_bootstrap_median_diff(
+        em["model"], em["radio_map_kriging"]
+    )
+    if n == 0:
+        row["bootstrap_model_minus_rss_ml"] = paired_bootstrap_median_diff(e["model"], e["rss_ml"])
+    return row
 
 
 def run_world(world: int, args: argparse.Namespace) -> dict:
@@ -81,12 +156,22 @@ def run_world(world: int, args: argparse.Namespace) -> dict:
                             capture_sigma_db(wcfg, net.receivers[0].sample_rate_hz),
                             wcfg.band_field_correlation)  # fmt: skip
     cfg = MapsConfig(power_range_dbm=(wcfg.tx_power_dbm_min, wcfg.tx_power_dbm_max))
+    results["model"] = {}
     for n in ns:
+        obs = obs_all.select(slice(0, n))
+        if args.model_predictor is not None:
+            mpath = root / f"{args.labels}-N{n}-test{args.test}-model-{args.model_tag}.json"
+            if not mpath.exists():
+                t = time.perf_counter()
+                m = fit_radio_map(obs, net, cfg)
+                row = model_row(args.model_predictor, m, n, time.perf_counter() - t, test)
+                row["checkpoint"] = args.model_label
+                mpath.write_text(json.dumps(row, indent=1))
+            results["model"][n] = json.loads(mpath.read_text())
         path = root / f"{args.labels}-N{n}-test{args.test}.json"
         if path.exists():
             results[n] = json.loads(path.read_text())
             continue
-        obs = obs_all.select(slice(0, n))
         row = {}
         for name in ("radio_map_kriging", "gp_oracle"):
             t = time.perf_counter()
@@ -109,6 +194,41 @@ def run_world(world: int, args: argparse.Namespace) -> dict:
     return results
 
 
+def _ci(b: dict) -> str:
+    return f"{b['diff_km']:+.1f} [{b['ci95_low_km']:+.1f}, {b['ci95_high_km']:+.1f}]"
+
+
+def print_model(res: dict, label: str) -> None:
+    """The model's rows, the paired bootstrap against radio_map_kriging and the ratios to the references."""
+    print(f"\nmodel: {label}")
+    print(f"{'N':>6} {'estimator':<18} {'mean med km':>12} {'MAP med km':>11} {'HPD50':>6} {'HPD90':>6} "
+          f"{'A90 km2':>8} {'logscore':>9} {'s/sess':>7} {'fit s':>6}")  # fmt: skip
+    base = res["baselines"]
+    for n, row in res["model"].items():
+        for name in ("model", "radio_map_kriging", "rss_ml"):
+            if name not in row:
+                continue
+            s = row[name]
+            fit = f"{row['map_fit_seconds']:>6.1f}" if name == "radio_map_kriging" else ""
+            tag = name + ("" if name != "model" or row["adapted"] else " (no map)")
+            print(f"{n:>6} {tag:<18} {s['median_km']:>12.1f} {s['map_median_km']:>11.1f} "
+                  f"{s['hpd_coverage_50']:>6.2f} {s['hpd_coverage_90']:>6.2f} "
+                  f"{s['hpd90_area_km2_median']:>8.0f} {s['log_score']:>9.2f} "
+                  f"{s['seconds_per_session']:>7.3f} {fit}")  # fmt: skip
+        b_mean, b_map = row["bootstrap_model_minus_kriging"], row["bootstrap_model_minus_kriging_map"]
+        print(f"{'':>6} model − radio_map_kriging, median km [paired bootstrap 95 %]: "
+              f"mean {_ci(b_mean)}, MAP {_ci(b_map)}")  # fmt: skip
+        if "bootstrap_model_minus_rss_ml" in row:
+            print(f"{'':>6} model − rss_ml (mean): {_ci(row['bootstrap_model_minus_rss_ml'])}")
+        gp = res.get(n, {}).get("gp_oracle")
+        mod, o_mean, o_map = row["model"], base["oracle_mean"]["median_km"], base["oracle_map"]["median_km"]
+        ratios = [f"model / oracle_mean {mod['median_km'] / o_mean:.2f}",
+                  f"model MAP / oracle_map {mod['map_median_km'] / o_map:.2f}"]  # fmt: skip
+        if gp is not None and n > 0:
+            ratios.insert(0, f"model / gp_oracle {mod['median_km'] / gp['median_km']:.2f}")
+        print(f"{'':>6} " + ", ".join(ratios))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--worlds", default="101")
@@ -117,14 +237,21 @@ def main() -> None:
     p.add_argument("--labels", choices=("clustered", "uniform"), default="clustered")
     p.add_argument("--test", type=int, default=1000)
     p.add_argument("--out", default="bench-out/adapt")
+    p.add_argument(
+        "--model", default=None, help="grid-posterior checkpoint (default: the untrained start model)"
+    )
+    p.add_argument("--no-model", action="store_true", help="skip the production model rows")
     args = p.parse_args()
+    args.model_predictor, args.model_tag, args.model_label = None, "", ""
+    if not args.no_model:
+        args.model_predictor, args.model_tag, args.model_label = load_model(args.model, Path(args.out))
     for world in (int(w) for w in args.worlds.split(",")):
         res = run_world(world, args)
         print(f"\n{args.network}, world {world}, {args.labels} labels, {args.test} uniform test sessions")
         print(f"{'N':>6} {'estimator':<18} {'mean med km':>12} {'MAP med km':>11} {'HPD50':>6} {'HPD90':>6} "
               f"{'A90 km2':>8} {'logscore':>9} {'fit s':>6}")  # fmt: skip
         for n, row in res.items():
-            if n == "baselines":
+            if n in ("baselines", "model"):
                 continue
             for name, s in row.items():
                 print(f"{n:>6} {name:<18} {s['median_km']:>12.1f} {s['map_median_km']:>11.1f} "
@@ -138,6 +265,8 @@ def main() -> None:
                          f"{s['hpd_coverage_90']:>6.2f} {s['hpd90_area_km2_median']:>8.0f} "
                          f"{s['log_score']:>9.2f}")  # fmt: skip
             print(f"{'':>6} {name:<18} {s['median_km']:>12.1f}{extra}")
+        if res["model"]:
+            print_model(res, args.model_label)
 
 
 if __name__ == "__main__":

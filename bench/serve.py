@@ -1,11 +1,17 @@
 """Inference service latency and throughput over HTTP, and the size of the exported model.
 
-Run: ``.venv/bin/python bench/serve.py [--model model.onnx] [--requests 300] [--clients 16] [--json]``.
+Run: ``.venv/bin/python bench/serve.py [--model model.onnx | --grid no-map|map] [--requests 300]
+[--clients 16] [--json]``.
 
 Without ``--model`` it exports the default LocalizationNet architecture (the training
 defaults; untrained weights: timing does not depend on the weights) for 7 receivers ×
-1 s at 12 kHz of the reference world. It starts ``heimdall serve`` as a separate process
-on 127.0.0.1 and measures, on the client side, over HTTP:
+1 s at 12 kHz of the reference world; ``--grid no-map`` exports an untrained
+GridPosteriorNet without a radio map, ``--grid map`` one carrying a map fitted
+(``heimdall map fit``'s code) from ``--labelled`` simulated labelled sessions of the
+reference world. ``--model`` may be either kind (a grid-posterior model is recognised by
+its metadata). Requests name stations for models with a network, else give positions. It
+starts ``heimdall serve`` as a separate process on 127.0.0.1 and measures, on the client
+side, over HTTP:
 
 - single-request latency (``POST /v1/localize``, one simulated session of 7 receivers ×
   12000 int16 samples, ~0.9 MB of JSON): p50 / p99 / mean over ``--requests`` sequential calls;
@@ -14,7 +20,8 @@ on 127.0.0.1 and measures, on the client side, over HTTP:
   server limited to ``--max-concurrent`` requests in flight: sessions/s, p99 latency, busy 503s
   (retried after ``Retry-After``);
 - the server's peak resident memory (``VmHWM`` of /proc/<pid>/status, Linux);
-- the graph alone in onnxruntime (no HTTP, no decoding) for one session, for reference;
+- the model alone (no HTTP, no decoding) for one session, for reference: the Gaussian graph
+  in onnxruntime, or a grid model's posterior (measurement, coarse grid, refinement);
 - the ONNX file size.
 """
 
@@ -35,9 +42,11 @@ import httpx
 import numpy as np
 import torch
 
+from heimdall.data.session import SessionBatch
 from heimdall.export.onnx import model_metadata, to_onnx_bytes
-from heimdall.export.predictor import OnnxPredictor
+from heimdall.export.predictor import load_predictor
 from heimdall.models.config import ModelSection
+from heimdall.models.grid_predictor import GridPosteriorPredictor
 from heimdall.models.net import LocalizationNet, NetConfig
 from heimdall.models.predict import session_inputs
 from heimdall.network import load_network
@@ -62,6 +71,59 @@ def _default_model(world: World) -> bytes:
     torch.manual_seed(0)
     model = LocalizationNet(config, metadata=meta).eval()
     return to_onnx_bytes(model, model_metadata(model))
+
+
+def _grid_model(world: World, kind: str, n_labelled: int, folder: Path) -> bytes:
+    """An untrained GridPosteriorNet, without a map or with one fitted from labelled sessions of ``world``."""
+    from heimdall.export.grid_onnx import export_grid_model, grid_metadata
+    from heimdall.maps.artifact import load_map, save_map
+    from heimdall.maps.config import MapsConfig
+    from heimdall.maps.fit import fit_radio_map
+    from heimdall.maps.observations import observations_from_store
+    from heimdall.models.gridnet import GridPosteriorNet
+    from heimdall.sim.simulate_job import run_simulation
+
+    torch.set_num_threads(1)
+    if kind == "no-map":
+        model = GridPosteriorNet(MapsConfig())
+        return export_grid_model(model, str(folder / "grid"), grid_metadata(model, 12, {})).onnx_bytes
+    lab, uri = str(folder / "labelled"), str(folder / "map")
+    run_simulation(
+        lab, world.network.name, n_labelled, world_seed=world.seed, seed=7, duration_s=0.1, workers=1
+    )
+    obs, net = observations_from_store(lab)
+    save_map(fit_radio_map(obs, net, MapsConfig()), uri, sources=[lab])
+    rmap, meta = load_map(uri)
+    model = GridPosteriorNet(rmap.config)
+    model.load_map(rmap)
+    n_rx = len(rmap.network.receivers)
+    return export_grid_model(
+        model, str(folder / "grid"), grid_metadata(model, n_rx, {}, meta, uri)
+    ).onnx_bytes
+
+
+def _model_alone_ms(predictor, batch: SessionBatch, n: int = 30) -> list[float]:
+    """Times (ms) of the model on one session without HTTP: the graph, or a grid model's posterior."""
+    if isinstance(predictor, GridPosteriorPredictor):
+        one = batch.select([0])
+        one.iq = one.iq[:, :, : predictor.n_samples]  # what the service keeps of a longer capture
+
+        def run() -> None:
+            predictor.posterior(one)
+    else:
+        inputs = session_inputs(batch, predictor.frame, predictor.n_samples)
+
+        def run() -> None:
+            predictor.run(**inputs)
+
+    for _ in range(3):
+        run()
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        run()
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
 
 
 def _free_port() -> int:
@@ -153,7 +215,7 @@ def _start(model_path: Path, threads: int, max_concurrent: int) -> tuple[subproc
     raise RuntimeError("heimdall serve did not start")
 
 
-def _pick_sessions(world: World, n: int) -> list[dict]:
+def _pick_sessions(world: World, n: int, by_station: bool = True) -> list[dict]:
     """Requests for sessions with all 7 receivers online and at least 3 simulated as heard (> 3 dB)."""
     out: list[dict] = []
     seed = 0
@@ -162,7 +224,7 @@ def _pick_sessions(world: World, n: int) -> list[dict]:
         seed += 1
         for i in range(batch.n_sessions):
             if batch.online[i].all() and (batch.rx_snr_db[i] > 3.0).sum() >= 3 and len(out) < n:
-                out.append(session_request(batch, i))
+                out.append(session_request(batch, i, by_station=by_station))
     return out
 
 
@@ -171,6 +233,10 @@ def main() -> None:
     parser.add_argument(
         "--model", type=Path, help="exported model.onnx (default: export the default architecture)"
     )
+    parser.add_argument(
+        "--grid", choices=("no-map", "map"), help="export an untrained grid-posterior model instead"
+    )
+    parser.add_argument("--labelled", type=int, default=300, help="labelled sessions fitting --grid map")
     parser.add_argument("--requests", type=int, default=300, help="sequential single requests")
     parser.add_argument("--batch", type=int, default=32, help="sessions per batch request")
     parser.add_argument("--batch-calls", type=int, default=8, help="batch requests")
@@ -189,21 +255,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_path = args.model or Path(tmp) / "model.onnx"
         if args.model is None:
-            model_path.write_bytes(_default_model(world))
+            model = (
+                _default_model(world)
+                if args.grid is None
+                else _grid_model(world, args.grid, args.labelled, Path(tmp))
+            )
+            model_path.write_bytes(model)
         data = model_path.read_bytes()
-        requests = _pick_sessions(world, 8)
+        predictor = load_predictor(str(model_path), threads=args.threads or None)
+        grid = isinstance(predictor, GridPosteriorPredictor)
+        requests = _pick_sessions(world, 8, by_station=predictor.network is not None)
         body_bytes = len(json.dumps(requests[0]))
-
-        predictor = OnnxPredictor(data, str(model_path), threads=args.threads or None)
-        batch = world.simulate(1, session_seed=1000)
-        inputs = session_inputs(batch, predictor.frame, predictor.n_samples)
-        for _ in range(5):
-            predictor.run(**inputs)
-        graph_ms = []
-        for _ in range(100):
-            t0 = time.perf_counter()
-            predictor.run(**inputs)
-            graph_ms.append((time.perf_counter() - t0) * 1000)
+        graph_ms = _model_alone_ms(predictor, world.simulate(1, session_seed=1000))
 
         proc, url = _start(model_path, args.threads, args.max_concurrent)
         try:
@@ -229,7 +292,13 @@ def main() -> None:
 
     lat = np.array(lat_ms)
     result = {
-        "model": str(args.model) if args.model else "default architecture (untrained)",
+        "model": str(args.model)
+        if args.model
+        else ("default architecture" if args.grid is None else f"grid-posterior, {args.grid}")
+        + " (untrained)",
+        "kind": "grid-posterior" + (" with map" if predictor.network is not None else " without map")
+        if grid
+        else "gaussian",
         "onnx_size_mb": len(data) / 1e6,
         "request": "7 receivers x 1 s at 12 kHz, int16",
         "request_body_mb": body_bytes / 1e6,
@@ -239,7 +308,9 @@ def main() -> None:
         "latency_mean_ms": float(lat.mean()),
         "batch_sessions": args.batch,
         "batch_throughput_sessions_per_s": batch_rate,
-        "graph_only_p50_ms": float(np.percentile(graph_ms, 50)),
+        "model_only_p50_ms": float(np.percentile(graph_ms, 50)),
+        "model_only_p99_ms": float(np.percentile(graph_ms, 99)),
+        "load_average_1min": os.getloadavg()[0],
         **load,
         "server_max_concurrent": args.max_concurrent,
         "server_peak_rss_mb": peak_rss_mb,

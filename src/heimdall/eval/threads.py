@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 import numpy as np
@@ -48,25 +50,32 @@ def predict_in_batches(
     restoring them here, concurrently, would undo that).
     """
     start = time.perf_counter()
-    torch = sys.modules.get("torch")
-    before = torch.get_num_threads() if torch is not None else None
-    try:
-        if torch is not None:
-            torch.set_num_threads(threads)
+    with torch_threads(threads):
         means, covs = [], []
         for lo in range(0, batch.n_sessions, size):
             mean, cov = predictor.predict(batch.select(slice(lo, lo + size)))
             means.append(np.asarray(mean, np.float64))
             covs.append(np.asarray(cov, np.float64))
-    finally:
-        if torch is not None and before is not None:
-            torch.set_num_threads(before)
     if not means:
         return np.zeros((0, 2)), np.zeros((0, 2, 2)), time.perf_counter() - start
     return np.concatenate(means), np.concatenate(covs), time.perf_counter() - start
 
 
 _WORKER: ThreadPoolExecutor | None = None
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Limit torch's intra-op threads (when torch is loaded) to ``threads`` for the block, then restore."""
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    try:
+        if torch is not None:
+            torch.set_num_threads(threads)
+        yield
+    finally:
+        if torch is not None and before is not None:
+            torch.set_num_threads(before)
 
 
 def start_model(predictor: _Predicts, batch: Any) -> Future[Any]:
@@ -86,15 +95,8 @@ def start_posterior(predictor: Any, batch: Any, frame: Any) -> Future[Any]:
 
     def run() -> tuple[Any, float]:
         start = time.perf_counter()
-        torch = sys.modules.get("torch")
-        before = torch.get_num_threads() if torch is not None else None
-        try:
-            if torch is not None:
-                torch.set_num_threads(MODEL_THREADS)
+        with torch_threads(MODEL_THREADS):
             return predictor.posterior(batch, frame), time.perf_counter() - start
-        finally:
-            if torch is not None and before is not None:
-                torch.set_num_threads(before)
 
     return _worker().submit(run)
 

@@ -30,11 +30,10 @@ from heimdall.errors import HeimdallError
 from heimdall.export.onnx import OPSET, model_uri, write_object
 from heimdall.export.predictor import METADATA_KEY
 from heimdall.models.grid_predictor import (
-    DEFAULT_N_SAMPLES,
-    DEFAULT_SAMPLE_RATE_HZ,
     KIND,
     GraphRunner,
     GridPosteriorPredictor,
+    capture_format,
     map_metadata,
     torch_runner,
 )
@@ -185,14 +184,15 @@ def grid_metadata(
     from heimdall import __version__
     from heimdall.models.gridnet import gridnet_description
 
+    rate, n_samples = capture_format(training)
     meta: dict[str, Any] = {
         "kind": KIND,
         "model": gridnet_description(model),
         "n_slots": int(n_slots),
         "training": training,
         "evaluation": evaluation,
-        "sample_rate_hz": float(training.get("sample_rate_hz") or DEFAULT_SAMPLE_RATE_HZ),
-        "n_samples": int(training.get("n_samples") or DEFAULT_N_SAMPLES),
+        "sample_rate_hz": rate,
+        "n_samples": n_samples,
         "power_range_dbm": list(model.power_range_dbm),
         "tx_height_range_m": list(model.tx_height_range_m),
         "export": {"opset": OPSET, "heimdall_version": __version__, "torch_version": torch.__version__},

@@ -121,7 +121,7 @@ def _export_grid(
 ) -> GridExportReport:
     """Export a grid-posterior model, with the fields of ``radio_map`` when given."""
     from heimdall.export.evaluation import NO_TEST_REPORT, load_test_evaluation
-    from heimdall.models.grid_predictor import N_SLOTS
+    from heimdall.models.grid_predictor import N_SLOTS, training_provenance
     from heimdall.models.gridnet import gridnet_from_payload
 
     model, training = gridnet_from_payload(payload)
@@ -138,12 +138,12 @@ def _export_grid(
             )
         model.load_map(rmap)
         n_slots = len(rmap.network.receivers)
-    hashes = {k: training.get(k) for k in ("dataset_hash", "val_dataset_hash")}
+    provenance = training_provenance(training)
     summary = None
     if evaluation is not None:
-        summary = load_test_evaluation(Path(evaluation), {**training, **hashes}, run_tags, storage_options)
+        summary = load_test_evaluation(Path(evaluation), provenance, run_tags, storage_options)
     metadata = grid_metadata(model, n_slots, training, map_meta, radio_map, summary)
-    metadata |= {k: v for k, v in hashes.items() if v}
+    metadata |= provenance
     if summary is None:
         metadata["evaluation_status"] = NO_TEST_REPORT
     report = export_grid_model(model, out, metadata, storage_options)

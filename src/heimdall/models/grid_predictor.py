@@ -91,14 +91,15 @@ class GridPosteriorPredictor:
         if metadata.get("kind") != KIND:
             raise HeimdallError(f"{source}: not a grid-posterior model (kind {metadata.get('kind')!r})")
         self.runner = runner
-        self.metadata = metadata
+        self.metadata = {**training_provenance(metadata.get("training") or {}), **metadata}
         self.source = source
         self.version = version
         dump = metadata.get("network")
         self.network: Network | None = Network.model_validate(dump) if dump else None
         self.n_slots = int(metadata["n_slots"])  # without a map: up to this many receivers
-        self.sample_rate_hz = float(metadata.get("sample_rate_hz") or DEFAULT_SAMPLE_RATE_HZ)
-        self.n_samples = int(metadata.get("n_samples") or DEFAULT_N_SAMPLES)
+        rate, length = capture_format(metadata.get("training") or {})
+        self.sample_rate_hz = float(metadata.get("sample_rate_hz") or rate)
+        self.n_samples = int(metadata.get("n_samples") or length)
         ref = metadata.get("ref_lat"), metadata.get("ref_lon")
         if self.network is not None:
             self.frame = self.network.frame
@@ -202,6 +203,14 @@ class GridPosteriorPredictor:
             torch_runner(model.eval()), meta, f"{self.source} + radio map", self.version
         )
 
+    def session_frame(self, batch: SessionBatch) -> LocalFrame:
+        """A frame for answers about ``batch``: the map's network frame, else one at the batch's receivers."""
+        if self.network is not None:
+            return self.network.frame
+        from heimdall.models.gridnet_inputs import session_frame
+
+        return session_frame(batch.rx_lat_deg.ravel(), batch.rx_lon_deg.ravel())
+
     def predict(self, batch: SessionBatch) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Posterior mean (B, 2) km and covariance (B, 2, 2) km² in :attr:`frame` (the ellipse)."""
         post = self.posterior(batch)
@@ -226,6 +235,34 @@ def map_metadata(model: Any, map_meta: dict[str, Any], map_uri: str | None) -> d
             "created_utc": map_meta.get("created_utc"),
         },
     }
+
+
+#: Provenance keys of the predictor protocol, and where a grid model's training metadata holds them.
+_PROVENANCE_KEYS = {
+    "world_seed": "world_seeds",
+    "network_family": "training_network",
+    "dataset_uri": "dataset_uri",
+    "dataset_hash": "dataset_hash",
+    "val_dataset_uri": "val_dataset_uri",
+    "val_dataset_hash": "val_dataset_hash",
+}
+
+
+def capture_format(training: dict[str, Any]) -> tuple[float, int]:
+    """Rate (Hz) and length (samples) of the captures a model was trained on (defaults when unknown)."""
+    rate = float(training.get("sample_rate_hz") or DEFAULT_SAMPLE_RATE_HZ)
+    duration = training.get("duration_s")
+    return rate, int(
+        training.get("n_samples") or (round(rate * float(duration)) if duration else DEFAULT_N_SAMPLES)
+    )
+
+
+def training_provenance(training: dict[str, Any]) -> dict[str, Any]:
+    """The provenance keys evaluate and export check (world seeds, family, set hashes) of a training."""
+    out = {key: training[src] for key, src in _PROVENANCE_KEYS.items() if training.get(src) is not None}
+    if "network_family" in out and not str(out["network_family"]).startswith("family:"):
+        out["network_name"] = out.pop("network_family")  # trained on one fixed network
+    return out
 
 
 def _move(point_km: NDArray[np.float64], src: LocalFrame, dst: LocalFrame) -> NDArray[np.float64]:

@@ -47,8 +47,8 @@ FREE_SPACE_1KM_1MHZ_DB = 32.45
 #: Distances below these are clamped, km: the breakpoint law's and the fitted law's near limits.
 MIN_LAW_DISTANCE_KM = 0.05
 MIN_FIT_DISTANCE_KM = 1.0
-#: Transmit-power quadrature nodes (midpoints over the power range) for the censored terms.
-P0_QUADRATURE_NODES = 16
+#: Transmit-power quadrature nodes (over the heard terms' effective support) for the censored terms.
+P0_QUADRATURE_NODES = 8
 
 
 #: Chebyshev coefficients of erfc(x) = t exp(−x² + P(t)), t = 1 / (1 + x/2), x ≥ 0: fractional
@@ -269,21 +269,24 @@ class GridPosteriorNet(nn.Module):
     ) -> Tensor:
         """Log E[Π_j Φ(s_j z_j)] over P0 given the heard terms (H, B, G).
 
-        P0 given the heard terms is N(m, 1/W) truncated to the power range: midpoint nodes
-        over the range weighted by that density (uniform weights when nothing is heard). The
-        truncation is exact; 16 nodes (1.25 dB apart over 20 dB) integrate the smooth
-        Gaussian to better than 1e-3 for 1/√W ≥ 1 dB (midpoint rule on a Gaussian, error
-        ~exp(−2π² σ² / h²)). Gauss-Hermite nodes of the untruncated normal were tried and
-        were worse where the posterior lies near the ends of the power range.
+        P0 given the heard terms is N(m, 1/W) truncated to the power range [lo, hi]: midpoint
+        nodes over its effective support [m − 3.5/√W, m + 3.5/√W] ∩ [lo, hi] (at most 0.9 σ
+        apart for 8 nodes: the midpoint rule on a Gaussian is then exact to ~1e-4), weighted
+        by the normal density; the truncation is exact. Nothing heard: midpoint nodes over
+        the whole range, equal weights.
         """
         lo, hi = self.power_range_dbm
         k = P0_QUADRATURE_NODES
-        nodes = torch.tensor(lo + (hi - lo) * (np.arange(k) + 0.5) / k, dtype=mean.dtype)  # (K,)
-        dev = nodes - m[..., None]  # (H, B, G, K)
-        log_w = torch.where(
-            any_heard[None, :, :, None], -0.5 * big_w[None, :, :, None] * dev * dev, 0.0 * dev
-        )
+        frac = torch.tensor((np.arange(k) + 0.5) / k, dtype=mean.dtype)
+        sd = 1.0 / torch.sqrt(big_w)[None, :, :, None]  # (1, B, G, 1)
+        heard = any_heard[None, :, :, None]
+        a = torch.where(heard, torch.clamp(m[..., None] - 3.5 * sd, lo, hi), lo + 0.0 * sd)
+        b = torch.where(heard, torch.clamp(m[..., None] + 3.5 * sd, lo, hi), hi + 0.0 * sd)
+        nodes = a + (b - a) * frac  # (H, B, G, K)
+        dev = nodes - m[..., None]
+        log_w = torch.where(heard, -0.5 * big_w[None, :, :, None] * dev * dev, 0.0 * dev)
         log_w = log_w - torch.logsumexp(log_w, dim=-1, keepdim=True)
+        nodes = nodes[:, :, None]  # (H, B, 1, G, K)
         sign = torch.where(state == SILENT, 1.0, torch.where(state == CLIPPED, -1.0, 0.0)).to(mean.dtype)
         cens = torch.where(sign != 0, cens_db, torch.zeros_like(cens_db))
         z = (cens[None, :, :, None, None] - nodes - mean[..., None]) / torch.sqrt(tau2 + var)[None, ..., None]
@@ -293,16 +296,20 @@ class GridPosteriorNet(nn.Module):
         return torch.logsumexp(total, dim=-1)
 
 
-def gridnet_from_payload(payload: dict) -> tuple[GridPosteriorNet, dict]:
-    """A model and its metadata from a checkpoint payload (``kind`` ``grid-posterior``, read safely).
+def gridnet_from_payload(payload: dict, name: str = "model file") -> tuple[GridPosteriorNet, dict]:
+    """A model (eval mode) and its metadata from a checkpoint payload read safely (weights only).
 
     The payload holds ``maps_config`` (the start settings), ``state_dict`` (the learnt
     parameters, without a radio map) and ``metadata`` (training provenance).
     """
-    model = GridPosteriorNet(MapsConfig.model_validate(payload["maps_config"]))
-    state = {k: v for k, v in payload["state_dict"].items() if not k.startswith("map_")}
-    model.load_state_dict(state, strict=False)
-    return model, dict(payload.get("metadata", {}))
+    from heimdall.errors import HeimdallError
+
+    try:
+        model = GridPosteriorNet(MapsConfig.model_validate(payload["maps_config"]))
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise HeimdallError(f"{name}: not a valid grid-posterior checkpoint ({exc})") from None
+    return model.eval(), dict(payload.get("metadata", {}))
 
 
 def gridnet_description(model: GridPosteriorNet) -> dict:

@@ -16,10 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from heimdall.errors import HeimdallError, describe_validation_error
 from heimdall.maps.config import MapsConfig
+from heimdall.models.grid_predictor import KIND  # the job's and the checkpoint's kind
 from heimdall.sim.family import WorldSeeds
 
-#: The job's ``kind`` (the checkpoint's ``kind`` too).
-KIND = "grid-posterior"
 #: World seeds below this are test worlds (0 = the reference world); training never draws them.
 FIRST_TRAINING_WORLD_SEED = 1000
 

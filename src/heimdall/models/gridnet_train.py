@@ -19,7 +19,8 @@ Steps (``heimdall train --config configs/gridnet.yaml``):
    (log density per km², Gneiting & Raftery 2007); after each Adam step the parameters
    are projected onto a physical range (1.5 ≤ n_near ≤ n_far, σ's within bounds);
 4. validation: the same log score and the median error of the posterior mean and mode
-   (km); early stopping on the validation log score; the best parameters are kept;
+   (km); early stopping on the validation log score; the best parameters are kept (the
+   start values if no epoch beats them);
 5. the checkpoint ``{"kind": "grid-posterior", "state_dict", "maps_config", "metadata"}``
    (plain data, read by :func:`heimdall.models.predict.read_checkpoint`), logged to MLflow
    with the config, per-epoch metrics and provenance.
@@ -43,7 +44,7 @@ from numpy.typing import NDArray
 from heimdall.data.store import SessionStore
 from heimdall.errors import HeimdallError
 from heimdall.maps.config import MapsConfig
-from heimdall.models.gridnet import GridPosteriorNet
+from heimdall.models.gridnet import GridPosteriorNet, gridnet_from_payload
 from heimdall.models.gridnet_config import KIND, GridNetConfig
 from heimdall.models.gridnet_inputs import GridInputs, inputs_for_slots, truth_km
 from heimdall.models.predict import read_checkpoint
@@ -282,18 +283,18 @@ def cosine_factor(step: int, total: int, min_ratio: float) -> float:
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
-def _lightning_module(model: GridPosteriorNet, cfg: GridNetConfig) -> Any:
+def _lightning_module(model: GridPosteriorNet, cfg: GridNetConfig, start_metrics: dict[str, float]) -> Any:
     import lightning as L
 
     class GridNetModule(L.LightningModule):
-        """Negative mean log score at the truth; validation log score and errors; best state kept."""
+        """Negative mean log score at the truth; validation score and errors; best state (or the start)."""
 
         def __init__(self) -> None:
             super().__init__()
             self.model = model
             self.history: list[dict[str, float]] = []
             self.best_state: dict[str, torch.Tensor] = {k: v.clone() for k, v in model.state_dict().items()}
-            self.best_metrics: dict[str, float] = {}
+            self.best_metrics: dict[str, float] = dict(start_metrics)
             self._train_losses: list[float] = []
             self._val: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
@@ -319,7 +320,7 @@ def _lightning_module(model: GridPosteriorNet, cfg: GridNetConfig) -> Any:
                    **learnt_parameters(self.model)}  # fmt: skip
             self._train_losses = []
             self.history.append(row)
-            if not self.best_metrics or metrics["log_score"] > self.best_metrics["log_score"]:
+            if metrics["log_score"] > self.best_metrics["log_score"]:
                 self.best_metrics = metrics
                 self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             self.log("val_log_score", metrics["log_score"], prog_bar=True)
@@ -389,16 +390,10 @@ def save_gridnet(
 def load_gridnet(path: str | Path) -> tuple[GridPosteriorNet, dict[str, Any]]:
     """A pretrained GridPosteriorNet (no map) and its metadata, read with ``weights_only=True``."""
     ckpt = read_checkpoint(path, "grid-posterior model")
-    name = str(path)
+    name = f"model file {str(path)!r}"
     if ckpt.get("kind") != KIND:
-        raise HeimdallError(f"model file {name!r}: not a grid-posterior model (kind {ckpt.get('kind')!r})")
-    try:
-        model = GridPosteriorNet(MapsConfig.model_validate(ckpt["maps_config"]))
-        model.load_state_dict(ckpt["state_dict"])
-    except (KeyError, ValueError, RuntimeError) as exc:
-        raise HeimdallError(f"model file {name!r}: not a valid grid-posterior checkpoint ({exc})") from None
-    model.eval()
-    return model, dict(ckpt.get("metadata", {}))
+        raise HeimdallError(f"{name}: not a grid-posterior model (kind {ckpt.get('kind')!r})")
+    return gridnet_from_payload(ckpt, name)
 
 
 def run_gridnet_training(cfg: GridNetConfig, progress: bool = True) -> GridTrainResult:
@@ -447,7 +442,7 @@ def run_gridnet_training(cfg: GridNetConfig, progress: bool = True) -> GridTrain
         })  # fmt: skip
         mlflow.log_text(cfg.to_yaml(), "config.yaml")
         mlflow.log_metrics({f"start_val_{k}": v for k, v in start_metrics.items()})
-        module = _lightning_module(model, cfg)
+        module = _lightning_module(model, cfg, start_metrics)
         sampler = BucketSampler(train, cfg.optim.batch_size, cfg.optim.batches_per_epoch, cfg.seed)
         callbacks: list[Any] = [
             EarlyStopping(monitor="val_log_score", mode="max", patience=cfg.trainer.patience),
@@ -467,7 +462,7 @@ def run_gridnet_training(cfg: GridNetConfig, progress: bool = True) -> GridTrain
         trainer.fit(module, _loader(train, sampler), _loader(val, val_batches))
         seconds["train"] = time.perf_counter() - t2
         model.load_state_dict(module.best_state)
-        val_metrics = module.best_metrics or start_metrics
+        val_metrics = module.best_metrics
         params = learnt_parameters(model)
         seconds["total"] = time.perf_counter() - t0
         metadata = {

@@ -92,7 +92,7 @@ class PosteriorMap:
         out = []
         for m in top_modes(self.image, prob, k):
             pos = self._refined(m.row, m.col)
-            out.append(ModeSummary(float(pos[0]), float(pos[1]), m.mass))
+            out.append(ModeSummary(float(pos[0]), float(pos[1]), min(float(m.mass), 1.0)))  # no 1 + 2e-16
         return out
 
     def hpd_threshold(self, level: float) -> float:

@@ -29,7 +29,7 @@ from heimdall.serve.inputs import (
 )
 from heimdall.serve.limits import BodySizeLimit, ConcurrencyLimit
 from heimdall.serve.page import PageConfig, mount_page
-from heimdall.serve.posterior import Located, is_grid, locate_prepared, posterior_answer
+from heimdall.serve.posterior import Located, edge_mass, is_grid, locate_prepared, posterior_answer
 from heimdall.serve.schemas import (
     MAX_BATCH_SESSIONS,
     MAX_RECEIVERS,
@@ -184,8 +184,12 @@ def _answer(
     results = []
     area = area_of(predictor)
     for s, loc in zip(sessions, located, strict=True):
-        in_area_frame = area is not None and loc.frame == predictor.frame
-        outside = area.mass_outside(loc.mean_km, loc.cov_km2) if in_area_frame else 0.0
+        if loc.posterior_map is not None:  # a grid posterior: its mass on the edge of the area it searched
+            outside = edge_mass(loc.posterior_map)
+        elif area is not None:  # a Gaussian: its mass outside the trained area
+            outside = area.mass_outside(loc.mean_km, loc.cov_km2)
+        else:
+            outside = 0.0
         result = {
             **answer_of(loc.frame, loc.mean_km, loc.cov_km2).as_dict(),
             "receivers_heard": s.heard_ids,

@@ -78,8 +78,14 @@ def locate_session(predictor: Predictor, batch: SessionBatch) -> dict[str, Any]:
     from heimdall.posterior.measure import measure_power
 
     one = batch.select([0])
-    mean, cov = predictor.predict(one)
-    answer = answer_of(predictor.frame, mean[0], cov[0])
+    frame = predictor.frame
+    if hasattr(predictor, "posterior"):  # a posterior model answers in a frame at the session
+        frame = predictor.session_frame(one)
+        post = predictor.posterior(one, frame)
+        mean, cov = post.mean_km, post.cov_km2
+    else:
+        mean, cov = predictor.predict(one)
+    answer = answer_of(frame, mean[0], cov[0])
     measured = measure_power(one)
     ids = [str(s) for s in one.rx_station[0]]
     table = receiver_table(answer, ids, one.rx_lat_deg[0], one.rx_lon_deg[0])
@@ -99,7 +105,7 @@ def locate_session(predictor: Predictor, batch: SessionBatch) -> dict[str, Any]:
         result["posterior"] = posterior.answer()
     if one.labelled[0]:
         t_lat, t_lon = float(one.tx_lat_deg[0]), float(one.tx_lon_deg[0])
-        east, north = predictor.frame.to_local_km(t_lat, t_lon)
+        east, north = frame.to_local_km(t_lat, t_lon)
         m2 = float(mahalanobis_sq(mean[0], cov[0], np.array([east, north])))
         result["truth"] = {
             "latitude": t_lat,

@@ -165,6 +165,17 @@ def map_raster(pmap: PosteriorMap, size: int = DEFAULT_SIZE) -> Raster:
     return raster_of(pmap.frame, log_density, bounds, size)
 
 
+def edge_mass(pmap: PosteriorMap) -> float:
+    """Posterior mass (0–1) of the outermost ring of grid cells: high when the answer presses on the edge.
+
+    The posterior lives on its grid only (a radio map's area, or the receivers' box + 30 km), so
+    mass piled against the grid's edge says the transmitter may be outside the area searched.
+    """
+    prob = pmap.probabilities.reshape(pmap.grid.n_north, pmap.grid.n_east)
+    inner = prob[1:-1, 1:-1].sum() if min(prob.shape) > 2 else 0.0
+    return float(min(max(prob.sum() - inner, 0.0), 1.0))
+
+
 def _point(frame: LocalFrame, p: NDArray[np.float64]) -> dict[str, float]:
     lat, lon = frame.to_latlon(np.float64(p[0]), np.float64(p[1]))
     return {"latitude": float(lat), "longitude": float(lon), "east_km": float(p[0]), "north_km": float(p[1])}
@@ -185,6 +196,7 @@ def posterior_answer(located: Located, png: bool = False) -> dict[str, Any]:
         m["mass"] = min(max(float(m["mass"]), 0.0), 1.0)
     out["mean"] = _point(located.frame, located.mean_km)
     out["cov_km2"] = np.asarray(located.cov_km2, dtype=np.float64).tolist()
+    out["edge_mass"] = edge_mass(pmap)
     g = pmap.grid
     out["grid"] = {
         "area_km": [float(v) for v in g.area_km],

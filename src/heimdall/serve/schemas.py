@@ -152,6 +152,9 @@ class PosteriorOut(BaseModel):
     map: PointOut = Field(description="Most probable position (MAP), refined below the grid step.")
     mean: PointOut = Field(description="Posterior mean (the answer's latitude / longitude).")
     cov_km2: list[list[float]] = Field(description="Posterior covariance (east, north), km².")
+    edge_mass: float = Field(
+        description="Posterior mass in the outermost cells of the grid (`out_of_area` when over 0.05)."
+    )
     modes: list[ModeOut] = Field(description="Up to three most probable modes, most probable first.")
     hpd: dict[str, RegionOut] = Field(description='Highest-density regions by level: "0.5", "0.9".')
     frame: dict[str, float] = Field(description="Reference point of the local frame, degrees.")
@@ -175,8 +178,9 @@ class LocalizeResponse(BaseModel):
     )
     out_of_area: bool = Field(
         description="True when more than 5 % of the answer's probability (the Gaussian of the ellipses) "
-        "lies outside the area the model was trained for (a radio map's area for a grid-posterior model; "
-        "always false for a model without an area): the model has seen no transmitter there."
+        "lies outside the area the model was trained for (false for a model without one): the model has "
+        "seen no transmitter there. For a grid-posterior model: more than 5 % of the posterior lies in "
+        "the outermost cells of the grid it searched (`posterior.edge_mass`): the transmitter may be outside."
     )
     posterior: PosteriorOut | None = Field(
         default=None, description="The grid posterior (grid-posterior models); null for Gaussian models."
