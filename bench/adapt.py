@@ -55,6 +55,18 @@ def _simulate(out: Path, network: str, n: int, world: int, seed: int, positions:
     return uri
 
 
+def _labelled_dir(root: Path, labels: str, n: int) -> Path:
+    """The labelled store: ``labelled-<labels>``, or ``labelled-<labels>-<n>`` when that one is smaller.
+
+    A store's metadata holds its size, so a larger set goes to its own folder; the session
+    stream is the same (seeded per shard), so its first sessions are the smaller set's.
+    """
+    base = root / f"labelled-{labels}"
+    if (base / "heimdall-store.json").exists() and SessionStore.open(str(base)).metadata["sessions"] < n:
+        return root / f"labelled-{labels}-{n}"
+    return base
+
+
 def _scores(mean_km: np.ndarray, map_km: np.ndarray, scores, truth: np.ndarray) -> dict:
     """The posterior keys of ``evaluate``'s JSON (the same metric functions)."""
     mean_err = errors_km(Estimate(mean_km), truth)
@@ -129,7 +141,8 @@ def run_world(world: int, args: argparse.Namespace) -> dict:
     root.mkdir(parents=True, exist_ok=True)
     ns = sorted(int(x) for x in args.n.split(","))
     seed = {"clustered": 7001, "uniform": 7003}[args.labels]
-    lab = _simulate(root / f"labelled-{args.labels}", args.network, max(max(ns), 1), world, seed, args.labels)
+    n_lab = max(max(ns), 1)
+    lab = _simulate(_labelled_dir(root, args.labels, n_lab), args.network, n_lab, world, seed, args.labels)
     test = _simulate(root / "test", args.network, args.test, world, 7002, "uniform")
     results: dict = {}
     cache = root / f"baselines-{args.test}.json"

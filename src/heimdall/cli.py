@@ -528,6 +528,13 @@ def evaluate(
     for name, m in report["estimators"].items():
         table.add_row(name, str(m["n"]), *("—" if m[c] is None else f"{m[c]:.3f}" for c in cols))
     stdout_console().print(table)
+    post_cols = ("map_median_km", "hpd_coverage_50", "hpd_coverage_90", "hpd90_area_km2_median", "log_score")
+    posteriors = {n: m for n, m in report["estimators"].items() if m.get("hpd_coverage_50") is not None}
+    if posteriors:
+        post = Table("estimator", *post_cols, title="posterior answers (HPD coverage ideal: 0.50, 0.90)")
+        for name, m in posteriors.items():
+            post.add_row(name, *("—" if m.get(c) is None else f"{m[c]:.3f}" for c in post_cols))
+        stdout_console().print(post)
     crlb, hpd = report["crlb_rmse_km"], report["oracle_hpd_coverage"]
     if crlb and crlb["median"] is not None:
         console.print(f"RSS CRLB RMSE: median {crlb['median']:.1f} km, {crlb['singular']} singular sessions")
@@ -569,8 +576,10 @@ def export_cmd(
 
     if config is not None:
         from heimdall.models.config import load_config
+        from heimdall.models.gridnet_config import is_gridnet_config, load_gridnet_config
 
-        tracking = load_config(config).tracking
+        loader = load_gridnet_config if is_gridnet_config(config) else load_config
+        tracking = loader(config).tracking
         experiment = experiment or tracking.experiment
         tracking_uri = tracking_uri or tracking.uri
     report = run_export(out, checkpoint=checkpoint, run_id=run, register=register, alias=alias,

@@ -183,3 +183,21 @@ def test_config_refuses_test_worlds_naming_file_and_field(tmp_path: Path) -> Non
         load_gridnet_config(Path(__file__).parents[2] / "configs" / "gridnet.yaml").data.world_seed
         == "1000-1999"
     )
+
+
+@pytest.mark.slow
+def test_export_run_latest_of_the_gridnet_experiment(trained, tmp_path: Path, capsys) -> None:
+    """``export --run latest --config gridnet.yaml`` finds the run's checkpoint in the config's experiment."""
+    from heimdall.cli import main
+    from heimdall.export.predictor import load_predictor
+
+    cfg, result = trained
+    path = tmp_path / "gridnet.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    main(["export", "--run", "latest", "--config", str(path), "--out", str(tmp_path / "onnx")])
+    capsys.readouterr()
+    pred = load_predictor(str(tmp_path / "onnx" / "model.onnx"))
+    assert pred.metadata["training"]["mlflow_run_id"] == result.run_id
+    learnt = pred.metadata["model"]["parameters"]
+    assert learnt["n_far"] == pytest.approx(result.parameters["n_far"], abs=1e-5)
+    assert pred.metadata["dataset_hash"] and pred.metadata["world_seed"] == "1000"

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
 EXPORT_EXPERIMENT = "heimdall-export"
 ARTIFACT_DIR = "onnx"
+#: A training run's model file: the Gaussian network's, or the grid-posterior model's.
+MODEL_ARTIFACTS = ("model/model.pt", "model/gridnet.pt")
 _SPEC = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 _TAG_KEYS = ("ref_lat", "ref_lon", "sample_rate_hz", "n_samples", "network_name", "dataset_hash")
 
@@ -202,7 +204,7 @@ def default_experiment() -> str:
 
 
 def latest_training_run(tracking_uri: str | None = None, experiment: str | None = None) -> str:
-    """Id of the most recently started finished run of ``experiment`` that logged ``model/model.pt``.
+    """Id of the newest finished run of ``experiment`` that logged a model (:data:`MODEL_ARTIFACTS`).
 
     Only that experiment is searched (default: :func:`default_experiment`): a newer run
     of another experiment on the same server is never picked.
@@ -228,7 +230,7 @@ def latest_training_run(tracking_uri: str | None = None, experiment: str | None 
             max_results=50,
         )
         for run in runs:
-            if any(a.path == "model/model.pt" for a in c.list_artifacts(run.info.run_id, "model")):
+            if any(a.path in MODEL_ARTIFACTS for a in c.list_artifacts(run.info.run_id, "model")):
                 return str(run.info.run_id)
     except MlflowException as exc:
         raise HeimdallError(f"MLflow at {uri}: {exc.message}") from None
