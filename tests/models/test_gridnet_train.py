@@ -188,16 +188,23 @@ def test_config_refuses_test_worlds_naming_file_and_field(tmp_path: Path) -> Non
 @pytest.mark.slow
 def test_export_run_latest_of_the_gridnet_experiment(trained, tmp_path: Path, capsys) -> None:
     """``export --run latest --config gridnet.yaml`` finds the run's checkpoint in the config's experiment."""
+    import mlflow
+
     from heimdall.cli import main
     from heimdall.export.predictor import load_predictor
 
-    cfg, result = trained
+    cfg, _ = trained
     path = tmp_path / "gridnet.yaml"
     path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     main(["export", "--run", "latest", "--config", str(path), "--out", str(tmp_path / "onnx")])
     capsys.readouterr()
     pred = load_predictor(str(tmp_path / "onnx" / "model.onnx"))
-    assert pred.metadata["training"]["mlflow_run_id"] == result.run_id
-    learnt = pred.metadata["model"]["parameters"]
-    assert learnt["n_far"] == pytest.approx(result.parameters["n_far"], abs=1e-5)
+    client = mlflow.MlflowClient(cfg.tracking.uri)
+    exp = client.get_experiment_by_name(cfg.tracking.experiment)
+    newest = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[
+        0
+    ]
+    assert pred.metadata["training"]["mlflow_run_id"] == newest.info.run_id  # other tests may train later
+    learnt = pred.metadata["model"]["parameters"]["n_far"]
+    assert learnt == pytest.approx(newest.data.metrics["learnt_n_far"], abs=1e-5)
     assert pred.metadata["dataset_hash"] and pred.metadata["world_seed"] == "1000"
