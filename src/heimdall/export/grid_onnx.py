@@ -20,14 +20,14 @@ import io
 import json
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from heimdall.errors import HeimdallError
-from heimdall.export.onnx import OPSET, model_uri, write_object
+from heimdall.export.onnx import OPSET, model_uri, report_dict, write_object
 from heimdall.export.predictor import METADATA_KEY
 from heimdall.models.grid_predictor import (
     KIND,
@@ -71,9 +71,7 @@ class GridExportReport:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready mapping (without the model bytes)."""
-        out = asdict(self)
-        del out["onnx_bytes"]
-        return out
+        return report_dict(self)
 
 
 def random_observations(n_slots: int, batch: int, n_points: int, seed: int) -> dict[str, NDArray]:

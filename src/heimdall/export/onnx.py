@@ -78,9 +78,14 @@ class ExportReport:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready mapping (without the model bytes)."""
-        out = asdict(self)
-        del out["onnx_bytes"]
-        return out
+        return report_dict(self)
+
+
+def report_dict(report: Any) -> dict[str, Any]:
+    """An export report (a dataclass) as a JSON-ready mapping, without its ``onnx_bytes``."""
+    out = asdict(report)
+    del out["onnx_bytes"]
+    return out
 
 
 def _example_inputs(model: LocalizationNet) -> tuple:
