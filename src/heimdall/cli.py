@@ -407,6 +407,9 @@ def map_fit(
     update: Annotated[
         str | None, typer.Option("--update", help="Previous map URI: add the store's new sessions to it.")
     ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Grid-posterior model whose learnt law and statistics are the prior.")
+    ] = None,
     tracking_uri: TrackingOpt = None,
     endpoint_url: EndpointOpt = None,
     storage_option: StorageOpt = None,
@@ -414,9 +417,15 @@ def map_fit(
     """Fit per-receiver path loss and kriged fields from labelled sessions (docs/MAPS.md)."""
     from heimdall.maps.job import run_map_fit
 
-    meta = run_map_fit(store, out, network=network, config=config, update=update,
-                       storage_options=_options(endpoint_url, storage_option) or None,
-                       tracking_uri=tracking_uri)  # fmt: skip
+    opts = _options(endpoint_url, storage_option) or None
+    prior = None
+    if model is not None:
+        from heimdall.export.predictor import load_predictor
+        from heimdall.models.grid_predictor import map_prior
+
+        prior = map_prior(load_predictor(model, storage_options=opts, tracking_uri=tracking_uri).metadata)
+    meta = run_map_fit(store, out, network=network, config=config, update=update, storage_options=opts,
+                       tracking_uri=tracking_uri, prior=prior)  # fmt: skip
     keys = ("map_version", "n_labels", "hyper", "metrics", "mlflow_run_id")
     console.print(f"wrote map v{meta['map_version']} to {out}")
     stdout_console().print_json(json.dumps({k: meta.get(k) for k in keys}))

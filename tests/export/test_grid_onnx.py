@@ -142,3 +142,24 @@ def test_evaluate_adapts_the_model_to_labelled_sessions(setup: dict, capsys) -> 
     base = load_predictor(str(setup["ckpt"]))
     assert isinstance(base, GridPosteriorPredictor) and not base.has_map
     assert base.posterior(batch).mean_km.shape == (6, 2)
+
+
+def test_map_fit_takes_the_models_learnt_prior(setup: dict, tmp_path: Path, capsys) -> None:
+    """``map fit --model M``: below min_labels the map is the model's learnt law and statistics."""
+    model = GridPosteriorNet(MapsConfig())
+    with torch.no_grad():
+        model.n_far.fill_(3.3)
+        model.log_field_sigma_db.fill_(float(np.log(7.5)))
+    ckpt = tmp_path / "learnt.pt"
+    torch.save({"kind": KIND, "state_dict": model.state_dict(),
+                "maps_config": MapsConfig().model_dump(mode="json"), "metadata": {}}, ckpt)  # fmt: skip
+    few = str(tmp_path / "few")
+    run_simulation(few, "nw-italy", 6, world_seed=13, seed=5, duration_s=0.05, workers=1)
+    main(["map", "fit", few, "--out", str(tmp_path / "m"), "--model", str(ckpt),
+          "--tracking-uri", setup["tracking"]])  # fmt: skip
+    capsys.readouterr()
+    rmap, meta = load_map(str(tmp_path / "m"))
+    assert rmap.coef is None and meta["hyper"]["sigma_db"] == pytest.approx(7.5, rel=1e-6)
+    assert tuple(rmap.config.prior_exponents) == pytest.approx((2.0, 3.3), rel=1e-6)
+    with pytest.raises(SystemExit):  # a missing model file: a clear error, exit 2
+        main(["map", "fit", few, "--out", str(tmp_path / "g"), "--model", str(setup["root"] / "none.pt")])

@@ -22,13 +22,17 @@ def fit_map_from_store(
     config: str | Path | None = None,
     previous: RadioMap | None = None,
     storage_options: dict[str, Any] | None = None,
+    prior: dict[str, Any] | None = None,
 ) -> RadioMap:
     """Measure the labelled sessions of ``store`` and fit radio maps (the one code path of ``map fit``).
 
     With ``previous`` only the sessions it does not hold are added (``map fit --update``).
+    ``prior`` overrides settings (e.g. a pretrained model's ``prior_*`` law and statistics).
     """
     net = load_network(network) if network else (previous.network if previous is not None else None)
     cfg = load_maps_config(config) if config else (previous.config if previous is not None else MapsConfig())
+    if prior:
+        cfg = MapsConfig.model_validate({**cfg.model_dump(), **prior})
     obs, net = observations_from_store(store, net, storage_options, max_label_radius_m=cfg.max_label_radius_m)
     if previous is not None:
         if previous.network.ids != net.ids:
@@ -49,13 +53,14 @@ def run_map_fit(
     storage_options: dict[str, Any] | None = None,
     tracking_uri: str | None = None,
     log_mlflow: bool = True,
+    prior: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Fit (or, with ``update`` = a previous map URI, update) radio maps and write them to ``out``.
 
-    Returns the map's metadata (plus ``mlflow_run_id``).
+    Returns the map's metadata (plus ``mlflow_run_id``). ``prior``: see :func:`fit_map_from_store`.
     """
     previous, prev_meta = load_map(update, storage_options) if update else (None, None)
-    m = fit_map_from_store(store, network, config, previous, storage_options)
+    m = fit_map_from_store(store, network, config, previous, storage_options, prior)
     sources = [*prev_meta["sources"], store] if prev_meta else [store]
     version = int(prev_meta["map_version"]) + 1 if prev_meta else 1
     meta = save_map(m, out, sources, version, storage_options)

@@ -248,6 +248,24 @@ _PROVENANCE_KEYS = {
 }
 
 
+def map_prior(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The radio-map fit's ``prior_*`` settings from a grid model's learnt law and statistics.
+
+    ``map fit --model M`` starts from what the model learnt on the families: the breakpoint
+    exponents, clutter loss, σ of the unknown field and per-capture σ (used where labels
+    are too few to estimate them).
+    """
+    params = (metadata.get("model") or {}).get("parameters")
+    if not params:
+        raise HeimdallError("the model's metadata has no learnt parameters (not a grid-posterior model)")
+    return {
+        "prior_exponents": (float(params["n_near"]), float(params["n_far"])),
+        "prior_clutter_db": float(params["clutter_db"]),
+        "prior_sigma_db": float(np.exp(params["log_field_sigma_db"])),
+        "prior_nugget_db": float(np.exp(params["log_nugget_db"])),
+    }
+
+
 def capture_format(training: dict[str, Any]) -> tuple[float, int]:
     """Rate (Hz) and length (samples) of the captures a model was trained on (defaults when unknown)."""
     rate = float(training.get("sample_rate_hz") or DEFAULT_SAMPLE_RATE_HZ)
