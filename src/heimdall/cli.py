@@ -634,8 +634,7 @@ def locate(
 
     options = _options(endpoint_url, storage_option) or None
     predictor = load_predictor(model, storage_options=options, tracking_uri=tracking_uri)
-    meta = predictor.metadata
-    session = load_session(source, float(meta["sample_rate_hz"]), int(meta["n_samples"]), options)
+    session = load_session(source, float(predictor.sample_rate_hz), int(predictor.n_samples), options)
     result = locate_session(predictor, session)
     if geojson is not None:
         write_geojson(result, geojson)

@@ -163,3 +163,19 @@ def test_map_fit_takes_the_models_learnt_prior(setup: dict, tmp_path: Path, caps
     assert tuple(rmap.config.prior_exponents) == pytest.approx((2.0, 3.3), rel=1e-6)
     with pytest.raises(SystemExit):  # a missing model file: a clear error, exit 2
         main(["map", "fit", few, "--out", str(tmp_path / "g"), "--model", str(setup["root"] / "none.pt")])
+
+
+def test_locate_with_a_checkpoint_answers_with_the_posterior(setup: dict, capsys) -> None:
+    """A grid-posterior checkpoint (no map) locates a stored session in the session's own frame."""
+    main(["locate", f"{setup['test']}#1", "--model", str(setup["ckpt"]), "--json"])
+    answer = json.loads(capsys.readouterr().out)
+    batch = SessionStore.open(setup["test"]).read([1])
+    from heimdall.network.geodesy import geodesic_distance_km
+
+    err = float(
+        geodesic_distance_km(
+            answer["latitude"], answer["longitude"], batch.tx_lat_deg[0], batch.tx_lon_deg[0]
+        )
+    )
+    assert answer["truth"]["error_km"] == pytest.approx(err, abs=0.01)
+    assert err < 200.0 and 0.0 < answer["truth"]["hpd_level"] <= 1.0  # a position in the network's region

@@ -100,6 +100,8 @@ class GridPosteriorPredictor:
         rate, length = capture_format(metadata.get("training") or {})
         self.sample_rate_hz = float(metadata.get("sample_rate_hz") or rate)
         self.n_samples = int(metadata.get("n_samples") or length)
+        self.metadata.setdefault("sample_rate_hz", self.sample_rate_hz)
+        self.metadata.setdefault("n_samples", self.n_samples)
         ref = metadata.get("ref_lat"), metadata.get("ref_lon")
         if self.network is not None:
             self.frame = self.network.frame
