@@ -1,8 +1,9 @@
 """Pretraining of GridPosteriorNet's no-map parameters on world and network families (Lightning + MLflow).
 
 Without a radio map :class:`heimdall.models.gridnet.GridPosteriorNet` has five
-learnable scalars: the breakpoint law's exponents ``n_near`` and ``n_far``, the clutter
-loss (dB), σ_f of the unknown per-receiver field (dB) and the per-capture σ τ (dB).
+learnt scalars: the breakpoint law's exponents ``n_near`` and ``n_far``, the clutter
+loss (dB), σ_f of the unknown per-receiver field (dB) and the per-capture σ τ (dB); its
+70 cm gain change (``band_offset_db``) is held at 0 dB here.
 This job learns them from sessions of many worlds and networks, so that the model that
 answers for a network it has no labels of is the one that scores best on the family.
 
