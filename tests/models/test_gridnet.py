@@ -147,3 +147,19 @@ def test_predictor_reproduces_radio_map_kriging(fitted) -> None:
     err_ref = np.hypot(*(ref.mean_km - tobs.pos_km).T)
     assert np.max(np.abs(err_model - err_ref)) < 2.0, (err_model, err_ref)
     assert np.max(np.abs(post.scores.hpd_level - ref.scores.hpd_level)) < 0.1
+
+
+def test_move_gaussian_matches_moved_samples() -> None:
+    """A covariance moved between distant frames equals the covariance of the moved samples (3 %)."""
+    from heimdall.models.grid_predictor import move_gaussian
+    from heimdall.network import LocalFrame
+
+    src, dst = LocalFrame(45.0, 8.0), LocalFrame(0.0, 0.0)
+    mean, cov = np.array([10.0, -20.0]), np.array([[400.0, 120.0], [120.0, 100.0]])
+    pts = np.random.default_rng(0).multivariate_normal(mean, cov, 40_000)
+    lat, lon = src.to_latlon(pts[:, 0], pts[:, 1])
+    moved = np.stack(dst.to_local_km(lat, lon), axis=-1)
+    m2, c2 = move_gaussian(mean, cov, src, dst)
+    assert np.allclose(c2, np.cov(moved.T), rtol=0.03, atol=3.0)
+    assert np.linalg.norm(c2 - cov) > 0.1 * np.linalg.norm(cov)  # the frame change matters here
+    assert np.allclose(m2, np.stack(dst.to_local_km(*src.to_latlon(mean[:1], mean[1:])), axis=-1)[0])

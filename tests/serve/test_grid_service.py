@@ -120,13 +120,17 @@ def test_localize_answers_with_the_posterior(kind: str, servers, grid_setup: Gri
         assert r.status_code == 200, r.text
         answer = r.json()
         post = answer["posterior"]
-        # the answer's mean (and ellipse) is the predictor's on the stored session, within 10 m
-        mean, cov = predictor.predict(stored.select([i]))
-        lat, lon = predictor.frame.to_latlon(mean[0, 0], mean[0, 1])
+        # the answer's mean (and ellipse) is the predictor's on the stored session, within 10 m,
+        # in the session's frame (the answer's: a frame at a no-map session's receivers)
+        mean, cov, pmap = predictor.locate_one(stored.select([i]))
+        lat, lon = pmap.frame.to_latlon(mean[0], mean[1])
         assert float(geodesic_distance_km(lat, lon, answer["latitude"], answer["longitude"])) < 0.01
         assert answer["ellipse_1sigma"]["semi_major_m"] == pytest.approx(
-            1000.0 * np.sqrt(np.linalg.eigvalsh(cov[0])[-1]), rel=1e-3
+            1000.0 * np.sqrt(np.linalg.eigvalsh(cov)[-1]), rel=1e-3
         )
+        p_mean, _ = predictor.predict(stored.select([i]))  # predict: the same mean, in predictor.frame
+        p_lat, p_lon = predictor.frame.to_latlon(p_mean[0, 0], p_mean[0, 1])
+        assert float(geodesic_distance_km(p_lat, p_lon, answer["latitude"], answer["longitude"])) < 0.01
         assert post["mean"]["latitude"] == pytest.approx(answer["latitude"], abs=1e-9)
         # MAP, modes with their basins' mass, nested HPD regions as GeoJSON MultiPolygons
         assert np.isfinite([post["map"]["latitude"], post["map"]["longitude"]]).all()

@@ -39,9 +39,9 @@ from heimdall.eval.metrics import (
 )
 from heimdall.eval.webmap import report_map
 from heimdall.models.ellipse import ellipse_polygon_km
+from heimdall.tracking_store import resolve_tracking_uri
 
 #: The embedded MLflow store, as for training.
-DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
 PLOTS = ("error_cdf.png", "calibration.png", "map.png", "error_heatmap.png")
 _COLORS = {
     "model": "tab:red", "weighted_centroid": "tab:gray", "rss_ml": "tab:blue",
@@ -320,7 +320,7 @@ def log_to_mlflow(
     """Log the report's metrics (``eval.<estimator>.<metric>``) and files to an existing MLflow run."""
     import mlflow
 
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    uri = resolve_tracking_uri(tracking_uri)
     client = mlflow.MlflowClient(uri)
     try:
         client.get_run(run_id)

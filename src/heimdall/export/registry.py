@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from heimdall.errors import HeimdallError
+from heimdall.tracking_store import resolve_tracking_uri
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
     from heimdall.export.grid_onnx import GridExportReport
     from heimdall.export.onnx import ExportReport
 
-DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
 EXPORT_EXPERIMENT = "heimdall-export"
 ARTIFACT_DIR = "onnx"
 #: A training run's model file: the Gaussian network's, or the grid-posterior model's.
@@ -55,11 +55,6 @@ def _no_download_bars() -> Iterator[None]:
             os.environ.pop(name, None)
         else:
             os.environ[name] = before
-
-
-def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
-    """The tracking URI to use: the argument, ``$MLFLOW_TRACKING_URI``, or ``sqlite:///mlruns.db``."""
-    return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
 def client(tracking_uri: str | None = None) -> MlflowClient:

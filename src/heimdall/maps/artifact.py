@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import os
 import secrets
 from typing import Any
 
@@ -32,13 +31,12 @@ from heimdall.maps.grid import MapGrid
 from heimdall.maps.kriging import FieldHyper
 from heimdall.maps.observations import BANDS, LabelledObservations
 from heimdall.network import Network
+from heimdall.tracking_store import resolve_tracking_uri
 
 FORMAT = "heimdall-radio-map"
 FORMAT_VERSION = 1
 ARRAYS = "maps.npz"
 METADATA = "map.json"
-#: MLflow tracking store when none is given: a sqlite file in the working folder.
-DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
 
 
 def map_metadata(m: RadioMap, sources: list[str], version: int) -> dict[str, Any]:
@@ -159,7 +157,7 @@ def log_map_to_mlflow(meta: dict[str, Any], uri: str, tracking_uri: str | None =
     """Log a map's parameters, metrics and metadata JSON to MLflow (experiment ``heimdall-maps``); run id."""
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI)
+    mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
     mlflow.set_experiment("heimdall-maps")
     with mlflow.start_run(run_name=f"map-{meta['network']['name']}-v{meta['map_version']}") as run:
         mlflow.log_params({

@@ -11,10 +11,13 @@ answer through the same code. Per session:
    (:func:`heimdall.posterior.refine.refine_posterior`, the oracle's coarse-to-fine rule);
 3. summaries: mean and covariance (the ellipse), the mode, the truth's HPD level, log
    score and 90 % area (:class:`heimdall.posterior.scores.PosteriorScores`); and, for one
-   session, the :class:`heimdall.posterior.map.PosteriorMap` (modes, HPD regions as GeoJSON).
+   session (:meth:`GridPosteriorPredictor.locate_one`), the
+   :class:`heimdall.posterior.map.PosteriorMap` (modes, HPD regions as GeoJSON).
 
 It implements the predictor protocol (``frame``, ``metadata``, ``predict(batch)``), and
-``posterior(batch, frame)`` for estimators that are scored as posteriors.
+``posterior(batch, frame)`` for estimators that are scored as posteriors. Positions move
+between local frames through latitude / longitude, covariances with the frame change's
+Jacobian (:func:`move_gaussian`).
 """
 
 from __future__ import annotations
@@ -150,12 +153,19 @@ class GridPosteriorPredictor:
             self.refine_factor, REFINE_MASS, REFINE_MAX_CELLS,
         )  # fmt: skip
 
-    def posterior_map(self, batch: SessionBatch, index: int = 0) -> PosteriorMap:
-        """One session's coarse posterior as a :class:`PosteriorMap` (modes, HPD regions) in its frame."""
+    def locate_one(
+        self, batch: SessionBatch, index: int = 0
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64], PosteriorMap]:
+        """One session's refined posterior mean (2,) km and covariance (2, 2) km², and its map.
+
+        All in the session's frame (the map's network frame, else one at the session's
+        receivers; ``PosteriorMap.frame``); the map is the refined posterior on its coarse
+        grid (:func:`coarse_map`), so one pair of graph runs gives both.
+        """
         inputs = self.inputs(batch.select(np.array([index])))
-        grid = self._grid(inputs, 0)
-        lp = self._run(inputs, np.array([0]), grid.points_km[None])[0]
-        return PosteriorMap.from_log_posterior(grid, lp, inputs.frames[0])
+        post = self.refined(inputs, 0)
+        mean, cov = post.moments()
+        return mean[0], cov[0], coarse_map(post, inputs.frames[0])
 
     def posterior(self, batch: SessionBatch, frame: LocalFrame | None = None) -> SessionPosteriors:
         """Posterior summaries of every session, positions in ``frame`` (default :attr:`frame`)."""
@@ -175,9 +185,8 @@ class GridPosteriorPredictor:
                 level[i] = post.hpd_level(lp_t)[0]
                 score[i] = post.log_score(lp_t)[0]
             src = inputs.frames[i]
-            mean[i] = _move(m[0], src, frame)
-            mode[i] = _move(best[0], src, frame)
-            cov[i] = c[0]
+            mean[i], cov[i] = move_gaussian(m[0], c[0], src, frame)
+            mode[i] = move_point(best[0], src, frame)
         return SessionPosteriors(mean, cov, mode, PosteriorScores(level, score, area))
 
     def adapt(
@@ -204,14 +213,6 @@ class GridPosteriorPredictor:
         return GridPosteriorPredictor(
             torch_runner(model.eval()), meta, f"{self.source} + radio map", self.version
         )
-
-    def session_frame(self, batch: SessionBatch) -> LocalFrame:
-        """A frame for answers about ``batch``: the map's network frame, else one at the batch's receivers."""
-        if self.network is not None:
-            return self.network.frame
-        from heimdall.models.gridnet_inputs import session_frame
-
-        return session_frame(batch.rx_lat_deg.ravel(), batch.rx_lon_deg.ravel())
 
     def predict(self, batch: SessionBatch) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Posterior mean (B, 2) km and covariance (B, 2, 2) km² in :attr:`frame` (the ellipse)."""
@@ -285,13 +286,50 @@ def training_provenance(training: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _move(point_km: NDArray[np.float64], src: LocalFrame, dst: LocalFrame) -> NDArray[np.float64]:
+def move_point(point_km: NDArray[np.float64], src: LocalFrame, dst: LocalFrame) -> NDArray[np.float64]:
     """A point (2,) km from frame ``src`` to frame ``dst`` (through latitude / longitude)."""
     if (src.ref_lat_deg, src.ref_lon_deg) == (dst.ref_lat_deg, dst.ref_lon_deg):
-        return point_km
+        return np.asarray(point_km, dtype=np.float64)
     lat, lon = src.to_latlon(point_km[:1], point_km[1:])
     e, n = dst.to_local_km(lat, lon)
     return np.array([float(e[0]), float(n[0])])
+
+
+def move_gaussian(
+    mean_km: NDArray[np.float64], cov_km2: NDArray[np.float64], src: LocalFrame, dst: LocalFrame
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Mean (2,) km and covariance (2, 2) km² from frame ``src`` to ``dst``: Σ' = J Σ Jᵀ.
+
+    J is the Jacobian of the frame change at the mean, by central differences over ±1 km
+    (the projections are smooth on that scale; the linearisation of a covariance change).
+    """
+    if (src.ref_lat_deg, src.ref_lon_deg) == (dst.ref_lat_deg, dst.ref_lon_deg):
+        return np.asarray(mean_km, dtype=np.float64), np.asarray(cov_km2, dtype=np.float64)
+    steps = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    pts = np.vstack([mean_km[None], mean_km[None] + steps])
+    lat, lon = src.to_latlon(pts[:, 0], pts[:, 1])
+    moved = np.stack(dst.to_local_km(lat, lon), axis=-1)
+    jac = np.column_stack([(moved[1] - moved[2]) / 2.0, (moved[3] - moved[4]) / 2.0])
+    return moved[0], jac @ np.asarray(cov_km2, dtype=np.float64) @ jac.T
+
+
+def coarse_map(post: RefinedPosterior, frame: LocalFrame, index: int = 0) -> PosteriorMap:
+    """Session ``index`` of a refined posterior on its coarse grid (refined cells: their sub-cells' mean).
+
+    The log density of a refined cell is log of the mean of its sub-cells' densities,
+    so each cell holds the mass the refined posterior gives it.
+    """
+    grid = post.grid
+    lp = np.array(post.coarse_lp[index], dtype=np.float64)
+    fine = post.fine_lp[index]
+    pts = post.fine_points_km[index]
+    ok = np.isfinite(fine)
+    col = np.floor((pts[ok, 0] - grid.area_km[0]) / grid.step_east_km).astype(np.int64)
+    row = np.floor((pts[ok, 1] - grid.area_km[2]) / grid.step_north_km).astype(np.int64)
+    col = np.clip(col, 0, grid.n_east - 1)
+    row = np.clip(row, 0, grid.n_north - 1)
+    np.logaddexp.at(lp, row * grid.n_east + col, fine[ok] - 2.0 * np.log(post.factor))
+    return PosteriorMap.from_log_posterior(grid, lp, frame)
 
 
 def torch_runner(model: Any) -> GraphRunner:

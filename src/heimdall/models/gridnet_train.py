@@ -30,7 +30,6 @@ Steps (``heimdall train --config configs/gridnet.yaml``):
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -50,8 +49,8 @@ from heimdall.models.gridnet_config import KIND, GridNetConfig
 from heimdall.models.gridnet_inputs import GridInputs, inputs_for_slots, truth_km
 from heimdall.models.predict import read_checkpoint
 from heimdall.posterior.grid import search_grid
+from heimdall.tracking_store import resolve_tracking_uri
 
-DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
 #: Names of the learnt parameters in physical units (:func:`learnt_parameters`).
 PARAMETER_NAMES = ("n_near", "n_far", "clutter_db", "field_sigma_db", "nugget_db")
 
@@ -363,7 +362,7 @@ class GridTrainResult:
 
 def tracking_uri(cfg: GridNetConfig) -> str:
     """The MLflow tracking URI this run uses."""
-    return cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    return resolve_tracking_uri(cfg.tracking.uri)
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

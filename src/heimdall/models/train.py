@@ -40,8 +40,8 @@ from heimdall.models.predict import CKPT_KEY, load_model, model_state, read_chec
 from heimdall.network import Network
 from heimdall.sim.seeds import Stream
 from heimdall.sim.world import reference_world_text
+from heimdall.tracking_store import resolve_tracking_uri
 
-DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
 _PACKAGES = ("heimdall", "torch", "lightning", "mlflow", "numpy", "onnx", "onnxruntime", "zarr")
 
 
@@ -63,7 +63,7 @@ class TrainResult:
 
 def tracking_uri(cfg: TrainConfig) -> str:
     """The MLflow tracking URI this run uses."""
-    return cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    return resolve_tracking_uri(cfg.tracking.uri)
 
 
 def net_config(cfg: TrainConfig, spec: WorldSpec) -> NetConfig:

@@ -22,6 +22,7 @@ from heimdall.export.predictor import Predictor
 from heimdall.models.ellipse import SCALE_95, mahalanobis_sq
 from heimdall.network.geodesy import geodesic_distance_km
 from heimdall.serve.answer import answer_of, receiver_table
+from heimdall.serve.posterior import Located, posterior_answer
 
 
 def _sigmf_session(folder: Path, index: int | None, rate_hz: float, n_samples: int) -> SessionBatch:
@@ -78,11 +79,10 @@ def locate_session(predictor: Predictor, batch: SessionBatch) -> dict[str, Any]:
     from heimdall.posterior.measure import measure_power
 
     one = batch.select([0])
-    frame = predictor.frame
-    if hasattr(predictor, "posterior"):  # a posterior model answers in a frame at the session
-        frame = predictor.session_frame(one)
-        post = predictor.posterior(one, frame)
-        mean, cov = post.mean_km, post.cov_km2
+    frame, posterior = predictor.frame, None
+    if hasattr(predictor, "locate_one"):  # a posterior model answers in the session's frame
+        mean_km, cov_km2, posterior = predictor.locate_one(one)
+        frame, mean, cov = posterior.frame, mean_km[None], cov_km2[None]
     else:
         mean, cov = predictor.predict(one)
     answer = answer_of(frame, mean[0], cov[0])
@@ -100,9 +100,8 @@ def locate_session(predictor: Predictor, batch: SessionBatch) -> dict[str, Any]:
         "receivers": table,
         "model_version": str(getattr(predictor, "version", "checkpoint")),
     }
-    posterior = predictor.posterior_map(one) if hasattr(predictor, "posterior_map") else None
     if posterior is not None:
-        result["posterior"] = posterior.answer()
+        result["posterior"] = posterior_answer(Located(mean[0], cov[0], frame, posterior))
     if one.labelled[0]:
         t_lat, t_lon = float(one.tx_lat_deg[0]), float(one.tx_lon_deg[0])
         east, north = frame.to_local_km(t_lat, t_lon)

@@ -358,12 +358,12 @@ def locate_document(predictor: Any, batch: SessionBatch, result: dict[str, Any],
     from heimdall.eval.webmap import session_document
 
     one = batch.select([0])
-    mean, cov = predictor.predict(one)
-    pmap = (
-        predictor.posterior_map(one)
-        if "posterior" in result and hasattr(predictor, "posterior_map")
-        else None
-    )
+    if hasattr(predictor, "locate_one"):
+        mean_km, cov_km2, pmap = predictor.locate_one(one)
+        located = Located(mean_km, cov_km2, pmap.frame, pmap)
+    else:
+        mean, cov = predictor.predict(one)
+        located = None
     states = {row["receiver"]: row["state"] for row in result["receivers"]}
     receivers = [
         {
@@ -381,8 +381,8 @@ def locate_document(predictor: Any, batch: SessionBatch, result: dict[str, Any],
         "source": title,
         "receivers": receivers,
         "posterior": gaussian_posterior(predictor, mean[0], cov[0], result)
-        if pmap is None
-        else grid_posterior(Located(mean[0], cov[0], predictor.frame, pmap), result),
+        if located is None
+        else grid_posterior(located, result),
     }
     if "truth" in result:
         doc["truth"] = result["truth"]

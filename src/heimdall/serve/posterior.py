@@ -29,9 +29,9 @@ from numpy.typing import NDArray
 
 from heimdall.data.session import HEARD, OFFLINE, SessionBatch
 from heimdall.errors import HeimdallError
+from heimdall.models.grid_predictor import coarse_map
 from heimdall.network.geodesy import LocalFrame
 from heimdall.posterior.map import PosteriorMap
-from heimdall.posterior.refine import RefinedPosterior
 from heimdall.serve.inputs import PreparedSession, RequestError, stack_sessions
 from heimdall.serve.raster import DEFAULT_SIZE, Raster, raster_image, raster_of
 
@@ -101,25 +101,6 @@ def session_batch(sessions: list[PreparedSession], sample_rate_hz: float) -> Ses
         rx_delay_s=np.full((b, r), np.nan), rx_clipped=np.zeros((b, r), bool),
         iq=iq,
     )  # fmt: skip
-
-
-def coarse_map(post: RefinedPosterior, frame: LocalFrame, index: int = 0) -> PosteriorMap:
-    """Session ``index`` of a refined posterior on its coarse grid (refined cells: their sub-cells' mean).
-
-    The log density of a refined cell is log of the mean of its sub-cells' densities,
-    so each cell holds the mass the refined posterior gives it.
-    """
-    grid = post.grid
-    lp = np.array(post.coarse_lp[index], dtype=np.float64)
-    fine = post.fine_lp[index]
-    pts = post.fine_points_km[index]
-    ok = np.isfinite(fine)
-    col = np.floor((pts[ok, 0] - grid.area_km[0]) / grid.step_east_km).astype(np.int64)
-    row = np.floor((pts[ok, 1] - grid.area_km[2]) / grid.step_north_km).astype(np.int64)
-    col = np.clip(col, 0, grid.n_east - 1)
-    row = np.clip(row, 0, grid.n_north - 1)
-    np.logaddexp.at(lp, row * grid.n_east + col, fine[ok] - 2.0 * np.log(post.factor))
-    return PosteriorMap.from_log_posterior(grid, lp, frame)
 
 
 def _locate_grid(predictor: Any, sessions: list[PreparedSession]) -> list[Located]:
@@ -192,8 +173,6 @@ def posterior_answer(located: Located, png: bool = False) -> dict[str, Any]:
     if pmap is None:
         raise ValueError("a Gaussian answer has no posterior map")
     out = pmap.answer()
-    for m in out["modes"]:  # basin masses are sums of probabilities: keep float rounding inside [0, 1]
-        m["mass"] = min(max(float(m["mass"]), 0.0), 1.0)
     out["mean"] = _point(located.frame, located.mean_km)
     out["cov_km2"] = np.asarray(located.cov_km2, dtype=np.float64).tolist()
     out["edge_mass"] = edge_mass(pmap)
