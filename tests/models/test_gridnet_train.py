@@ -17,12 +17,14 @@ from heimdall.models.gridnet_config import GridNetConfig, is_gridnet_config, loa
 from heimdall.models.gridnet_inputs import INPUT_NAMES
 from heimdall.models.gridnet_train import (
     GridTrainResult,
+    joint_nll,
     load_gridnet,
     load_sessions,
     log_scores,
     run_gridnet_training,
 )
 from heimdall.models.predict import read_checkpoint
+from heimdall.sim.propagation import median_path_loss_db
 from heimdall.sim.world import load_world
 
 #: The planted error: training starts from n_far = 2.5 in a world whose n_far is 4.0 (reference world).
@@ -88,6 +90,77 @@ def test_log_score_is_a_density_per_km2() -> None:
     assert torch.all(torch.isinf(log_mass[0, : g // 2]))
 
 
+#: Parameters of the no-map likelihood in the quadrature test (dimensionless exponents, dB).
+_LAW = {"n_near": 2.1, "n_far": 3.8, "clutter": 13.0, "band": 2.5, "sigma": 8.5, "tau": 3.0}
+
+
+def _independent_mu(d_km: np.ndarray, h_m: float, band: int) -> np.ndarray:
+    """μ = −L(d, h) − clutter + 70 cm offset (dB), L the simulator's median path loss at 1 MHz, 20 m masts."""
+    p = _LAW
+    loss = median_path_loss_db(d_km, 1.0, h_m, 20.0, p["n_near"], p["n_far"], 4.0 / 3.0)
+    return -loss - p["clutter"] + p["band"] * band
+
+
+def _independent_log_likelihood(y: np.ndarray, t: np.ndarray, d_heard: np.ndarray, d_silent: np.ndarray,
+                                band: int) -> float:  # fmt: skip
+    """log p(y, silent | x) by quadrature: P0 uniform on [27, 47] dBm, height uniform on [1.5, 10] m.
+
+    Heard receivers N(y; P0 + μ, s²), silent ones Φ((t − P0 − μ) / s), s² = σ_f² + τ².
+    """
+    from scipy.integrate import quad
+    from scipy.stats import norm
+
+    s = math.hypot(_LAW["sigma"], _LAW["tau"])
+    x, w = np.polynomial.legendre.leggauss(4)  # the height integral: 4-node Gauss-Legendre
+    total = 0.0
+    for h, wk in zip(5.75 + 4.25 * x, w / 2.0, strict=True):
+        m_h, m_s = _independent_mu(d_heard, h, band), _independent_mu(d_silent, h, band)
+
+        def integrand(p0: float, m_h: np.ndarray = m_h, m_s: np.ndarray = m_s) -> float:
+            return float(np.prod(norm.pdf(y, p0 + m_h, s)) * np.prod(norm.cdf((t - p0 - m_s) / s)))
+
+        total += wk * quad(integrand, 27.0, 47.0, epsabs=0.0, epsrel=1e-10, limit=200)[0] / 20.0
+    return math.log(total)
+
+
+@pytest.mark.parametrize("band", [0, 1])
+@pytest.mark.parametrize("p0_dbm", [37.0, 2.0], ids=["power-in-range", "power-far-below-range"])
+def test_joint_nll_is_the_measurement_likelihood_at_the_truth(band: int, p0_dbm: float) -> None:
+    """−log p(y | x_true) against quadrature over P0 and height, up to the data-only constants it drops.
+
+    Three heard receivers and a silent one; the heard powers put P0 inside its range or
+    far below it (then P0 given them is a sharp edge with a short tail: the censored term's
+    quadrature must follow it).
+    """
+    p = _LAW
+    model = GridPosteriorNet(MapsConfig(
+        prior_exponents=(p["n_near"], p["n_far"]), prior_clutter_db=p["clutter"],
+        prior_sigma_db=p["sigma"], prior_nugget_db=p["tau"],
+    ))  # fmt: skip
+    with torch.no_grad():
+        model.band_offset_db.fill_(p["band"])
+    rx = np.array([[0.0, 0.0], [40.0, 5.0], [-20.0, 30.0], [10.0, -60.0]])
+    truth = np.array([12.0, 9.0])
+    d = np.hypot(*(rx - truth).T)
+    y = p0_dbm + _independent_mu(d[:3], 5.0, band) + np.array([3.0, -4.0, 2.0])  # heard 0-2
+    t = p0_dbm + _independent_mu(d[3:], 5.0, band) + 6.0  # receiver 3 silent below its threshold
+    batch = {
+        "y_db": torch.tensor([[*y, 0.0]], dtype=torch.float32),
+        "state": torch.tensor([[1, 1, 1, 2]]),
+        "cens_db": torch.tensor([[0.0, 0.0, 0.0, *t]], dtype=torch.float32),
+        "rx_km": torch.tensor(rx[None], dtype=torch.float32),
+        "rx_height_m": torch.full((1, 4), 20.0),
+        "band": torch.tensor([band]),
+        "points_km": torch.tensor(truth[None, None], dtype=torch.float32),
+    }
+    with torch.no_grad():
+        got = float(joint_nll(model, batch)[0])
+    want = -_independent_log_likelihood(y, t, d[:3], d[3:], band)
+    # the graph drops (2π)^{−(n−1)/2} of the n heard Gaussians and the uniform P0 density 1/20 dB⁻¹
+    dropped = -(len(y) - 1) / 2 * math.log(2 * math.pi) - math.log(20.0)
+    assert got == pytest.approx(want + dropped, abs=3e-3)
+
+
 @pytest.mark.slow
 def test_training_moves_n_far_to_the_planted_truth(trained) -> None:
     _, result = trained
@@ -101,6 +174,20 @@ def test_training_moves_n_far_to_the_planted_truth(trained) -> None:
     # validation log score (nats, density per km²) improves over the start
     assert result.val_metrics["log_score"] > result.start_val_metrics["log_score"] + 0.02
     assert 5.0 < result.val_metrics["median_error_km"] < 100.0
+
+
+@pytest.mark.slow
+def test_log_score_loss_trains_by_adam_on_grid_batches(trained, tmp_path: Path) -> None:
+    """``optim.loss: log_score``: Adam on grid mini-batches; the state kept has the best val log score."""
+    cfg, _ = trained
+    cfg = cfg.with_overrides(
+        optim={"loss": "log_score"}, trainer={"max_epochs": 2, "out_dir": str(tmp_path / "runs")}
+    )
+    result = run_gridnet_training(cfg, progress=False)
+    assert len(result.history) == 2
+    assert result.history[-1]["n_far"] > START_N_FAR + 0.05, result.history  # moved towards 4.0
+    best = max(row["val_log_score"] for row in result.history)
+    assert result.val_metrics["log_score"] == pytest.approx(max(best, result.start_val_metrics["log_score"]))
 
 
 @pytest.mark.slow
@@ -120,6 +207,8 @@ def test_checkpoint_reads_safely_and_gives_the_trained_posterior(trained) -> Non
         "prior_clutter_db": p["clutter_db"], "prior_sigma_db": p["field_sigma_db"],
         "prior_nugget_db": p["nugget_db"],
     }))  # fmt: skip
+    with torch.no_grad():
+        rebuilt.band_offset_db.fill_(p["band_offset_db"])
     from heimdall.data.store import SessionStore
 
     val = load_sessions(SessionStore.open(cfg.data.val), 6, cfg.data.n_slots, 10.0)

@@ -269,22 +269,37 @@ class GridPosteriorNet(nn.Module):
     ) -> Tensor:
         """Log E[Π_j Φ(s_j z_j)] over P0 given the heard terms (H, B, G).
 
-        P0 given the heard terms is N(m, 1/W) truncated to the power range [lo, hi]: midpoint
-        nodes over its effective support [m − 3.5/√W, m + 3.5/√W] ∩ [lo, hi] (at most 0.9 σ
-        apart for 8 nodes: the midpoint rule on a Gaussian is then exact to ~1e-4), weighted
-        by the normal density; the truncation is exact. Nothing heard: midpoint nodes over
-        the whole range, equal weights.
+        P0 given the heard terms is N(m, 1/W) truncated to the power range [lo, hi]. Its
+        effective support — the points of [lo, hi] where the density is within e^−6.125
+        (3.5 σ) of its largest value there, |P0 − m| ≤ √((c − m)² + (3.5 σ)²) with c the
+        mean m clamped to the range, so a mean outside the range keeps its short tail — is
+        cut into equal cells; each cell contributes its exact probability (a difference of
+        Φ) at its conditional mean m + σ (φ(α) − φ(β)) / (Φ(β) − Φ(α)) (the truncated-normal
+        mean, Johnson, Kotz & Balakrishnan 1994, §10.1), so only Φ's curvature within a cell
+        (≤ 0.9 σ wide for 8 cells) is approximated. Nothing heard: midpoint nodes over the
+        whole range, equal weights.
         """
         lo, hi = self.power_range_dbm
         k = P0_QUADRATURE_NODES
-        frac = torch.tensor((np.arange(k) + 0.5) / k, dtype=mean.dtype)
+        frac = torch.tensor(np.arange(k + 1) / k, dtype=mean.dtype)
         sd = 1.0 / torch.sqrt(big_w)[None, :, :, None]  # (1, B, G, 1)
         heard = any_heard[None, :, :, None]
-        a = torch.where(heard, torch.clamp(m[..., None] - 3.5 * sd, lo, hi), lo + 0.0 * sd)
-        b = torch.where(heard, torch.clamp(m[..., None] + 3.5 * sd, lo, hi), hi + 0.0 * sd)
-        nodes = a + (b - a) * frac  # (H, B, G, K)
-        dev = nodes - m[..., None]
-        log_w = torch.where(heard, -0.5 * big_w[None, :, :, None] * dev * dev, 0.0 * dev)
+        centre = m[..., None]
+        outside = centre - torch.clamp(centre, lo, hi)  # mean − mode (dB), 0 inside the range
+        reach = torch.sqrt(outside * outside + (3.5 * sd) ** 2)
+        a = torch.where(heard, torch.clamp(centre - reach, lo, hi), lo + 0.0 * sd)
+        b = torch.where(heard, torch.clamp(centre + reach, lo, hi), hi + 0.0 * sd)
+        edges = a + (b - a) * frac  # (H, B, G, K + 1), dB
+        z = (edges - centre) / sd
+        z_lo, z_hi = z[..., :-1], z[..., 1:]
+        log_mass = log_interval_prob(z_lo, z_hi)  # (H, B, G, K)
+        log_phi = -0.5 * z * z - 0.5 * math.log(2.0 * math.pi)
+        ratio_lo = torch.exp(torch.clamp(log_phi[..., :-1] - log_mass, max=30.0))
+        ratio_hi = torch.exp(torch.clamp(log_phi[..., 1:] - log_mass, max=30.0))
+        cell_mean = centre + sd * torch.clamp(ratio_lo - ratio_hi, z_lo, z_hi)  # kept in its cell
+        midpoint = 0.5 * (edges[..., :-1] + edges[..., 1:])
+        nodes = torch.where(heard, cell_mean, midpoint)
+        log_w = torch.where(heard, log_mass, 0.0 * log_mass)
         log_w = log_w - torch.logsumexp(log_w, dim=-1, keepdim=True)
         nodes = nodes[:, :, None]  # (H, B, 1, G, K)
         sign = torch.where(state == SILENT, 1.0, torch.where(state == CLIPPED, -1.0, 0.0)).to(mean.dtype)

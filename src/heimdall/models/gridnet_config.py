@@ -98,11 +98,23 @@ class BoundsSection(_Section):
     max_exponent: float = Field(6.0, gt=0.0)
     min_sigma_db: float = Field(0.5, gt=0.0)
     max_sigma_db: float = Field(30.0, gt=0.0)
+    max_band_offset_db: float = Field(20.0, ge=0.0)  # |70 cm gain change| at most, dB
 
 
 class OptimSection(_Section):
-    """Adam; ``lr`` for the exponents and log σ's, ``lr_db`` for the clutter loss (dB); cosine decay."""
+    """The training objective and its optimiser.
 
+    ``loss: joint`` (the default) minimises the negative log-likelihood of the measured
+    powers at the known transmitter position, transmit power and height integrated out
+    (type-II maximum likelihood of the parameters): it needs the posterior at one point
+    per session, so every training session is one full batch, optimised by L-BFGS
+    (``lbfgs_iterations`` per epoch). ``loss: log_score`` minimises the negative log
+    density of the normalised grid posterior at the truth, by Adam on mini-batches
+    (``lr`` for the exponents and log σ's, ``lr_db`` for the dB offsets; cosine decay).
+    """
+
+    loss: Literal["joint", "log_score"] = "joint"
+    lbfgs_iterations: int = Field(25, ge=1)
     lr: float = Field(0.05, gt=0.0)
     lr_db: float = Field(0.5, gt=0.0)
     min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0)  # cosine decay to this fraction of lr, per step

@@ -1,11 +1,11 @@
 """Pretraining of GridPosteriorNet's no-map parameters on world and network families (Lightning + MLflow).
 
-Without a radio map :class:`heimdall.models.gridnet.GridPosteriorNet` has five
+Without a radio map :class:`heimdall.models.gridnet.GridPosteriorNet` has six
 learnt scalars: the breakpoint law's exponents ``n_near`` and ``n_far``, the clutter
-loss (dB), σ_f of the unknown per-receiver field (dB) and the per-capture σ τ (dB); its
-70 cm gain change (``band_offset_db``) is held at 0 dB here.
-This job learns them from sessions of many worlds and networks, so that the model that
-answers for a network it has no labels of is the one that scores best on the family.
+loss (dB), the 70 cm gain change (dB), σ_f of the unknown per-receiver field (dB) and the
+per-capture σ τ (dB; without a map only σ_f² + τ² matters). This job learns them from
+sessions of many worlds and networks: the law and spread a network without labels is
+answered with.
 
 Steps (``heimdall train --config configs/gridnet.yaml``):
 
@@ -15,13 +15,25 @@ Steps (``heimdall train --config configs/gridnet.yaml``):
 2. every session measured once (:func:`heimdall.models.gridnet_inputs.inputs_for_slots`,
    what a real recording has) and its search grid laid over the receivers' bounding box
    + 30 km (``optim.grid_step_km`` cells);
-3. loss = mean negative log score at the truth,
-   ``log p(x_true) = lp(x_true) − logsumexp_g lp(x_g) − log(cell area / km²)``
-   (log density per km², Gneiting & Raftery 2007); after each Adam step the parameters
-   are projected onto a physical range (1.5 ≤ n_near ≤ n_far, σ's within bounds);
-4. validation: the same log score and the median error of the posterior mean and mode
-   (km); early stopping on the validation log score; the best parameters are kept (the
-   start values if no epoch beats them);
+3. loss (``optim.loss``):
+
+   - ``joint`` (default): the mean negative log-likelihood of the measured powers at the
+     known transmitter position, ``−log p(y | x_true)`` with the transmit power and height
+     integrated out — :meth:`GridPosteriorNet.forward` at the truth, up to constants of
+     the data. This is maximum (type-II) likelihood of the parameters: efficient when the
+     model is right, and cheap (one point per session), so all training sessions form
+     one batch optimised by L-BFGS (Nocedal & Wright 2006, §7.2);
+   - ``log_score``: the mean negative log score of the grid posterior at the truth,
+     ``log p(x_true) = lp(x_true) − logsumexp_g lp(x_g) − log(cell area / km²)`` (log
+     density per km², Gneiting & Raftery 2007), by Adam on mini-batches. It is flat along
+     a ridge of (n_near, n_far, clutter) that the joint likelihood resolves
+     (docs/TRAINING.md);
+
+   after each step the parameters are projected onto a physical range
+   (1.5 ≤ n_near ≤ n_far, σ's within bounds);
+4. validation: the loss on the validation set (early stopping and the best parameters
+   are chosen on it; the start values are kept if no epoch beats them), the log score and
+   the median error of the posterior mean and mode (km);
 5. the checkpoint ``{"kind": "grid-posterior", "state_dict", "maps_config", "metadata"}``
    (plain data, read by :func:`heimdall.models.predict.read_checkpoint`), logged to MLflow
    with the config, per-epoch metrics and provenance.
@@ -52,7 +64,7 @@ from heimdall.posterior.grid import search_grid
 from heimdall.tracking_store import resolve_tracking_uri
 
 #: Names of the learnt parameters in physical units (:func:`learnt_parameters`).
-PARAMETER_NAMES = ("n_near", "n_far", "clutter_db", "field_sigma_db", "nugget_db")
+PARAMETER_NAMES = ("n_near", "n_far", "clutter_db", "band_offset_db", "field_sigma_db", "nugget_db")
 
 
 # -- data -----------------------------------------------------------------------------------
@@ -93,15 +105,23 @@ class GridSessions:
 
     def collate(self, index: list[int] | NDArray[np.int64]) -> dict[str, torch.Tensor]:
         """A padded batch: slots trimmed to the batch's used ones, grids padded (``mask``), truth last."""
+        return self._collate(index, with_grid=True)
+
+    def collate_truth(self, index: list[int] | NDArray[np.int64]) -> dict[str, torch.Tensor]:
+        """A batch whose only point is the truth (``points_km`` (B, 1, 2)): for the joint loss."""
+        return self._collate(index, with_grid=False)
+
+    def _collate(self, index: list[int] | NDArray[np.int64], with_grid: bool) -> dict[str, torch.Tensor]:
         idx = np.asarray(index, dtype=np.int64)
         r = int(self.n_used[idx].max())
-        g = int(self.grid_sizes[idx].max())
+        g = int(self.grid_sizes[idx].max()) if with_grid else 0
         points = np.zeros((len(idx), g + 1, 2), dtype=np.float32)
         mask = np.zeros((len(idx), g), dtype=bool)
         for k, i in enumerate(idx):
-            p = self.points_km[i]
+            p = self.points_km[i] if with_grid else self.points_km[i][:0]
             points[k, : len(p)] = p
-            points[k, len(p) : g] = p[0]  # padding: a real point (finite lp), masked out
+            if len(p):
+                points[k, len(p) : g] = p[0]  # padding: a real point (finite lp), masked out
             points[k, g] = self.truth_km[i]
             mask[k, : len(p)] = True
         out = {name: torch.from_numpy(np.ascontiguousarray(a[idx][:, :r] if a.ndim > 1 else a[idx]))
@@ -180,6 +200,18 @@ def log_scores(model: GridPosteriorNet, batch: dict[str, torch.Tensor]) -> tuple
     return score, log_mass
 
 
+def joint_nll(model: GridPosteriorNet, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Negative log-likelihood (nats) of each session's measured powers at its truth, (B,).
+
+    ``−log p(y | x_true)`` with P0 and the height integrated out, up to terms that depend on
+    the data only (the Gaussian's 2π factors and the uniform P0 density): the truth is the
+    batch's last point.
+    """
+    from heimdall.models.gridnet_inputs import INPUT_NAMES
+
+    return -model(*(batch[n] for n in INPUT_NAMES))[:, -1]
+
+
 def point_errors(log_mass: torch.Tensor, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Distance (km) of the posterior mean and of the densest cell from the truth, (B,) each."""
     pts = batch["points_km"][:, :-1]
@@ -189,27 +221,44 @@ def point_errors(log_mass: torch.Tensor, batch: dict[str, torch.Tensor]) -> tupl
     return torch.linalg.norm(mean - truth, dim=1), torch.linalg.norm(mode - truth, dim=1)
 
 
+def validation_scores(
+    model: GridPosteriorNet, batch: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per session (B,): log score, joint NLL (nats), posterior-mean and mode errors (km)."""
+    from heimdall.models.gridnet_inputs import INPUT_NAMES
+
+    lp = model(*(batch[n] for n in INPUT_NAMES))
+    grid = lp[:, :-1].masked_fill(~batch["mask"], -math.inf)
+    log_norm = torch.logsumexp(grid, dim=1, keepdim=True)
+    log_mass = grid - log_norm
+    score = lp[:, -1] - log_norm[:, 0] - batch["log_cell_km2"]
+    return (score, -lp[:, -1], *point_errors(log_mass, batch))
+
+
 def evaluate(model: GridPosteriorNet, data: GridSessions, batch_size: int = 32) -> dict[str, float]:
-    """Mean log score (nats, density per km²) and median mean / mode errors (km) of all sessions."""
-    scores, mean_err, mode_err = [], [], []
+    """Mean log score (nats, density per km²), mean joint NLL and median mean / mode errors (km)."""
+    parts = []
     with torch.no_grad():
         for idx in size_ordered_batches(data, batch_size):
-            batch = data.collate(idx)
-            s, log_mass = log_scores(model, batch)
-            e_mean, e_mode = point_errors(log_mass, batch)
-            scores.append(s)
-            mean_err.append(e_mean)
-            mode_err.append(e_mode)
-    return summarise(torch.cat(scores), torch.cat(mean_err), torch.cat(mode_err))
+            parts.append(validation_scores(model, data.collate(idx)))
+    return summarise(*(torch.cat(p) for p in zip(*parts, strict=True)))
 
 
-def summarise(scores: torch.Tensor, mean_err: torch.Tensor, mode_err: torch.Tensor) -> dict[str, float]:
-    """Validation figures of per-session log scores and errors."""
+def summarise(
+    scores: torch.Tensor, nll: torch.Tensor, mean_err: torch.Tensor, mode_err: torch.Tensor
+) -> dict[str, float]:
+    """Validation figures of per-session log scores, joint NLLs and errors."""
     return {
         "log_score": float(scores.mean()),
+        "joint_nll": float(nll.mean()),
         "median_error_km": float(mean_err.median()),
         "map_median_error_km": float(mode_err.median()),
     }
+
+
+def validation_loss(metrics: dict[str, float], loss: str) -> float:
+    """The validation value of the training loss (lower is better): joint NLL or −log score."""
+    return metrics["joint_nll"] if loss == "joint" else -metrics["log_score"]
 
 
 def size_ordered_batches(data: GridSessions, batch_size: int) -> list[NDArray[np.int64]]:
@@ -242,10 +291,18 @@ class BucketSampler(torch.utils.data.Sampler[list[int]]):
             yield [int(i) for i in chunks[c]]
 
 
-def _loader(data: GridSessions, sampler: Any) -> torch.utils.data.DataLoader:
+def _loader(data: GridSessions, sampler: Any, truth_only: bool = False) -> torch.utils.data.DataLoader:
+    collate = data.collate_truth if truth_only else data.collate
     return torch.utils.data.DataLoader(
-        list(range(len(data))), batch_sampler=sampler, collate_fn=data.collate, num_workers=0
+        list(range(len(data))), batch_sampler=sampler, collate_fn=collate, num_workers=0
     )
+
+
+def _train_loader(train: GridSessions, cfg: GridNetConfig) -> torch.utils.data.DataLoader:
+    """Joint loss: every session in one batch (truth only); log score: random grid-size buckets."""
+    if cfg.optim.loss == "joint":
+        return _loader(train, [list(range(len(train)))], truth_only=True)
+    return _loader(train, BucketSampler(train, cfg.optim.batch_size, cfg.optim.batches_per_epoch, cfg.seed))
 
 
 # -- the model's parameters -----------------------------------------------------------------
@@ -258,6 +315,7 @@ def project_parameters(model: GridPosteriorNet, cfg: GridNetConfig) -> None:
         model.n_near.clamp_(b.min_near_exponent, b.max_exponent)
         model.n_far.clamp_(float(model.n_near), b.max_exponent)
         model.clutter_db.clamp_(min=0.0)
+        model.band_offset_db.clamp_(-b.max_band_offset_db, b.max_band_offset_db)
         for p in (model.log_field_sigma_db, model.log_nugget_db):
             p.clamp_(math.log(b.min_sigma_db), math.log(b.max_sigma_db))
 
@@ -269,6 +327,7 @@ def learnt_parameters(model: GridPosteriorNet) -> dict[str, float]:
             "n_near": model.n_near.item(),
             "n_far": model.n_far.item(),
             "clutter_db": model.clutter_db.item(),
+            "band_offset_db": model.band_offset_db.item(),
             "field_sigma_db": math.exp(model.log_field_sigma_db.item()),
             "nugget_db": math.exp(model.log_nugget_db.item()),
         }
@@ -286,8 +345,10 @@ def cosine_factor(step: int, total: int, min_ratio: float) -> float:
 def _lightning_module(model: GridPosteriorNet, cfg: GridNetConfig, start_metrics: dict[str, float]) -> Any:
     import lightning as L
 
+    joint = cfg.optim.loss == "joint"
+
     class GridNetModule(L.LightningModule):
-        """Negative mean log score at the truth; validation score and errors; best state (or the start)."""
+        """The configured loss; validation scores; the best state by validation loss (or the start)."""
 
         def __init__(self) -> None:
             super().__init__()
@@ -296,21 +357,19 @@ def _lightning_module(model: GridPosteriorNet, cfg: GridNetConfig, start_metrics
             self.best_state: dict[str, torch.Tensor] = {k: v.clone() for k, v in model.state_dict().items()}
             self.best_metrics: dict[str, float] = dict(start_metrics)
             self._train_losses: list[float] = []
-            self._val: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+            self._val: list[tuple[torch.Tensor, ...]] = []
 
         def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-            score, _ = log_scores(self.model, batch)
-            loss = -score.mean()
+            loss = joint_nll(self.model, batch).mean() if joint else -log_scores(self.model, batch)[0].mean()
             self._train_losses.append(loss.item())
-            self.log("train_loss", loss, prog_bar=True, batch_size=len(score))
+            self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["band"]))
             return loss
 
         def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
             project_parameters(self.model, cfg)
 
         def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-            score, log_mass = log_scores(self.model, batch)
-            self._val.append((score, *point_errors(log_mass, batch)))
+            self._val.append(validation_scores(self.model, batch))
 
         def on_validation_epoch_end(self) -> None:
             metrics = summarise(*(torch.cat(parts) for parts in zip(*self._val, strict=True)))
@@ -320,16 +379,23 @@ def _lightning_module(model: GridPosteriorNet, cfg: GridNetConfig, start_metrics
                    **learnt_parameters(self.model)}  # fmt: skip
             self._train_losses = []
             self.history.append(row)
-            if metrics["log_score"] > self.best_metrics["log_score"]:
+            loss = validation_loss(metrics, cfg.optim.loss)
+            if loss < validation_loss(self.best_metrics, cfg.optim.loss):
                 self.best_metrics = metrics
                 self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.log("val_loss", loss, prog_bar=True)
             self.log("val_log_score", metrics["log_score"], prog_bar=True)
 
         def configure_optimizers(self) -> Any:
             m = self.model
+            if joint:  # one full batch per epoch: deterministic quasi-Newton steps, no schedule
+                return torch.optim.LBFGS(
+                    list(m.parameters()), lr=1.0, max_iter=cfg.optim.lbfgs_iterations,
+                    line_search_fn="strong_wolfe",
+                )  # fmt: skip
             opt = torch.optim.Adam([
                 {"params": [m.n_near, m.n_far, m.log_field_sigma_db, m.log_nugget_db], "lr": cfg.optim.lr},
-                {"params": [m.clutter_db], "lr": cfg.optim.lr_db},
+                {"params": [m.clutter_db, m.band_offset_db], "lr": cfg.optim.lr_db},
             ])  # fmt: skip
             total = cfg.trainer.max_epochs * cfg.optim.batches_per_epoch
             sched = torch.optim.lr_scheduler.LambdaLR(
@@ -419,7 +485,7 @@ def run_gridnet_training(cfg: GridNetConfig, progress: bool = True) -> GridTrain
     train = load_sessions(train_store, d.train_sessions, d.n_slots, step)
     val = load_sessions(val_store, d.val_sessions, d.n_slots, step)
     seconds["measure"] = time.perf_counter() - t1
-    if len(train) < cfg.optim.batch_size or len(val) == 0:
+    if len(train) < (2 if cfg.optim.loss == "joint" else cfg.optim.batch_size) or len(val) == 0:
         raise HeimdallError(f"too few sessions with a known transmitter: {len(train)} train, {len(val)} val")
     L.seed_everything(cfg.seed, verbose=False)
     maps_config = cfg.start.maps_config()
@@ -443,9 +509,8 @@ def run_gridnet_training(cfg: GridNetConfig, progress: bool = True) -> GridTrain
         mlflow.log_text(cfg.to_yaml(), "config.yaml")
         mlflow.log_metrics({f"start_val_{k}": v for k, v in start_metrics.items()})
         module = _lightning_module(model, cfg, start_metrics)
-        sampler = BucketSampler(train, cfg.optim.batch_size, cfg.optim.batches_per_epoch, cfg.seed)
         callbacks: list[Any] = [
-            EarlyStopping(monitor="val_log_score", mode="max", patience=cfg.trainer.patience),
+            EarlyStopping(monitor="val_loss", mode="min", patience=cfg.trainer.patience),
             EpochLogger(run_id),
         ]
         if progress:
@@ -459,7 +524,7 @@ def run_gridnet_training(cfg: GridNetConfig, progress: bool = True) -> GridTrain
         )  # fmt: skip
         t2 = time.perf_counter()
         val_batches = size_ordered_batches(val, cfg.optim.batch_size)
-        trainer.fit(module, _loader(train, sampler), _loader(val, val_batches))
+        trainer.fit(module, _train_loader(train, cfg), _loader(val, val_batches))
         seconds["train"] = time.perf_counter() - t2
         model.load_state_dict(module.best_state)
         val_metrics = module.best_metrics
