@@ -8,6 +8,9 @@ from pyproj import Geod
 
 from heimdall.network.geodesy import LocalFrame
 from heimdall.posterior import PosteriorMap, search_grid
+from heimdall.posterior.density import hpd_area_km2, hpd_threshold
+from heimdall.posterior.modes import basins
+from heimdall.posterior.regions import multipolygon_geojson
 
 FRAME = LocalFrame(44.5, 11.3)
 
@@ -108,3 +111,96 @@ def test_log_score_and_hpd_level_of_a_gaussian() -> None:
     m2 = d @ np.linalg.inv(cov) @ d
     assert post.log_score(truth) == pytest.approx(_gauss_lp(truth[None], mu, cov)[0], abs=0.01)
     assert post.hpd_level_of(truth) == pytest.approx(1 - np.exp(-m2 / 2), abs=0.005)
+
+
+def _basins_reference(values: np.ndarray) -> np.ndarray:
+    """Steepest ascent neighbour by neighbour (value, then lower index; -inf cells never lead)."""
+    n_n, n_e = values.shape
+    v = np.where(np.isfinite(values), values, -np.inf)
+    padded = np.full((n_n + 2, n_e + 2), -np.inf)
+    padded[1:-1, 1:-1] = v
+    flat = np.arange(n_n * n_e).reshape(n_n, n_e)
+    best_val, best_idx = v.copy(), flat.copy()
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            if dr == 0 and dc == 0:
+                continue
+            nb = padded[1 + dr : 1 + dr + n_n, 1 + dc : 1 + dc + n_e]
+            nb_idx = flat[
+                np.clip(np.arange(n_n) + dr, 0, n_n - 1)[:, None], np.clip(np.arange(n_e) + dc, 0, n_e - 1)
+            ]
+            better = (nb > best_val) | ((nb == best_val) & (nb_idx < best_idx) & np.isfinite(nb))
+            best_val, best_idx = np.where(better, nb, best_val), np.where(better, nb_idx, best_idx)
+    ptr = best_idx.ravel()
+    while not np.array_equal(ptr[ptr], ptr):
+        ptr = ptr[ptr]
+    return ptr.reshape(n_n, n_e)
+
+
+def test_basins_equal_the_neighbour_by_neighbour_rule() -> None:
+    """Random grids with ties, plateaus, -inf, NaN and +inf cells: the same basin for every cell."""
+    rng = np.random.default_rng(3)
+    for trial in range(600):
+        n_n, n_e = rng.integers(1, 12, 2)
+        values = [
+            rng.normal(size=(n_n, n_e)),
+            rng.integers(0, 3, (n_n, n_e)).astype(float),
+            np.where(rng.random((n_n, n_e)) < 0.3, -np.inf, rng.integers(0, 4, (n_n, n_e)).astype(float)),
+            np.where(
+                rng.random((n_n, n_e)) < 0.2, np.nan, np.where(rng.random((n_n, n_e)) < 0.1, np.inf, 1.0)
+            ),
+            np.where(rng.random((n_n, n_e)) < 0.2, 1.0, -np.inf),
+        ][trial % 5]
+        np.testing.assert_array_equal(basins(values), _basins_reference(values))
+
+
+def test_hpd_thresholds_of_one_ranking_equal_the_sorted_rule() -> None:
+    """Each level read from the cached ranking equals density.hpd_threshold's own sort; so do the areas."""
+    grid = search_grid((-30.0, 30.0, -20.0, 20.0), 1.0)
+    lp = _gauss_lp(grid.points_km, np.array([2.0, -1.0]), _rotated_cov(6.0, 2.0, 40.0))
+    post = PosteriorMap.from_log_posterior(grid, lp, FRAME)
+    for level in (0.5, 0.9, 0.3, 0.99):
+        t = float(hpd_threshold(post.log_density[None], level)[0])
+        assert post.hpd_threshold(level) == t
+        assert post.hpd_area_km2(level) == float(
+            hpd_area_km2(post.log_density[None], level, grid.cell_area_km2)[0]
+        )
+    with pytest.raises(ValueError, match="HPD level"):
+        post.hpd_threshold(1.0)
+
+
+def test_answer_with_given_moments_and_geojson_in_one_projection() -> None:
+    """answer(moments=...) reports those moments and the same MAP, modes and regions.
+
+    Every point and vertex is the frame's own projection of its km position (one call for all).
+    """
+    grid = search_grid((-40.0, 40.0, -30.0, 30.0), 2.0)
+    lp = np.logaddexp(
+        np.log(0.7) + _gauss_lp(grid.points_km, np.array([-12.0, 4.0]), _rotated_cov(4.0, 2.0, 10.0)),
+        np.log(0.3) + _gauss_lp(grid.points_km, np.array([15.0, -6.0]), _rotated_cov(3.0, 3.0, 0.0)),
+    )
+    post = PosteriorMap.from_log_posterior(grid, lp, FRAME)
+    mean, cov = np.array([1.5, -0.5]), np.array([[9.0, 1.0], [1.0, 4.0]])
+    own, given = post.answer(), post.answer(moments=(mean, cov))
+    assert given["cov_km2"] == cov.tolist()
+    lat, lon = FRAME.to_latlon(np.float64(1.5), np.float64(-0.5))
+    assert given["mean"] == {
+        "latitude": float(lat),
+        "longitude": float(lon),
+        "east_km": 1.5,
+        "north_km": -0.5,
+    }
+    assert {k: v for k, v in given.items() if k not in ("mean", "cov_km2")} == {
+        k: v for k, v in own.items() if k not in ("mean", "cov_km2")
+    }
+    for m in own["modes"] + [own["map"]]:
+        lat, lon = FRAME.to_latlon(np.float64(m["east_km"]), np.float64(m["north_km"]))
+        assert (m["latitude"], m["longitude"]) == (float(lat), float(lon))
+    polygons = post.hpd_polygons_km(0.9)
+    assert len(polygons) == 2
+    coords = multipolygon_geojson(polygons, FRAME)["coordinates"]
+    for poly, rings in zip(polygons, coords, strict=True):
+        for ring, lonlat in zip(poly, rings, strict=True):
+            lat, lon = FRAME.to_latlon(ring[:, 0], ring[:, 1])
+            assert lonlat == [[float(a), float(b)] for a, b in zip(lon, lat, strict=True)]
+    assert multipolygon_geojson([], FRAME) == {"type": "MultiPolygon", "coordinates": []}

@@ -54,3 +54,35 @@ def test_serve_refuses_checkpoints_and_bad_ports(tmp_path) -> None:
         serve_model(str(tmp_path / "m.ckpt"))
     with pytest.raises(HeimdallError, match="--port"):
         serve_model(str(tmp_path / "m.onnx"), port=70000)
+
+
+def test_answer_rings_are_the_ellipse_polygons_projected() -> None:
+    """answer_of projects the mean and both rings in one call: the same coordinates as one ring at a time."""
+    import numpy as np
+
+    from heimdall.models.ellipse import SCALE_95, ellipse_polygon_lonlat
+    from heimdall.network.geodesy import LocalFrame
+    from heimdall.serve.answer import answer_of
+
+    frame = LocalFrame(45.07, 7.69)
+    mean, cov = np.array([12.5, -3.25]), np.array([[16.0, -5.0], [-5.0, 9.0]])
+    answer = answer_of(frame, mean, cov, n_vertices=36)
+    lat, lon = frame.to_latlon(mean[0], mean[1])
+    assert (answer.latitude, answer.longitude) == (float(lat), float(lon))
+    point, one, e95 = answer.geojson["features"]
+    assert point["geometry"]["coordinates"] == [float(lon), float(lat)]
+    assert one["geometry"]["coordinates"] == [ellipse_polygon_lonlat(frame, mean, cov, 1.0, 36)]
+    assert e95["geometry"]["coordinates"] == [ellipse_polygon_lonlat(frame, mean, cov, SCALE_95, 36)]
+
+
+def test_server_keeps_freed_memory_on_glibc() -> None:
+    """`heimdall serve` makes glibc keep freed memory (checked in a fresh process: the setting is global)."""
+    import platform
+    import subprocess
+    import sys
+
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc only")
+    code = "from heimdall.serve.run import keep_freed_memory; print(keep_freed_memory())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"

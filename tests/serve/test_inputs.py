@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from heimdall.serve.area import TrainedArea
-from heimdall.serve.inputs import RequestError, decode_iq, resample_to
+from heimdall.serve.inputs import RequestError, decode_iq, iq_pairs, resample_to
 from heimdall.serve.limits import BodySizeLimit
 
 
@@ -104,3 +104,56 @@ def test_body_limit_while_streaming_stops_early() -> None:
 def test_body_under_limit_reaches_the_app_intact() -> None:
     status, body, _ = _drive(100, [b"ab", b"cd"], [])
     assert status == 200 and body == b"abcd"
+
+
+@pytest.mark.parametrize("fmt", ["int16", "float32"])
+def test_decoded_samples_are_the_pairs_as_complex(fmt: str) -> None:
+    """The complex64 view of the decoded pairs equals I + jQ built value by value."""
+    rng = np.random.default_rng(11)
+    pairs = rng.integers(-32768, 32768, (5000, 2)) if fmt == "int16" else rng.normal(0, 0.3, (5000, 2))
+    raw = pairs.astype("<i2" if fmt == "int16" else "<f4")
+    z = decode_iq(base64.b64encode(raw.tobytes()).decode(), fmt, ("iq",))
+    x = raw.astype(np.float32) / (np.float32(32768.0) if fmt == "int16" else np.float32(1.0))
+    assert z.dtype == np.complex64 and z.shape == (5000,)
+    np.testing.assert_array_equal(z, (x[:, 0] + 1j * x[:, 1]).astype(np.complex64))
+    np.testing.assert_array_equal(iq_pairs(z), x)
+
+
+def test_heard_scales_each_capture_as_the_complex_samples_do() -> None:
+    """The heard flags (peak-normalised int16 measurement) match scaling the complex samples themselves."""
+    from heimdall.data.session import HEARD, OFFLINE
+    from heimdall.posterior.measure import measure_power
+    from heimdall.serve.inputs import _heard
+
+    rng = np.random.default_rng(12)
+    n = 2400
+    tone = np.exp(2j * np.pi * 0.07 * np.arange(n))
+    levels = np.array([0.3, 0.01, 0.0, 0.0, 0.2])[:, None]  # loud, faint, zeros, noise only, offline
+    samples = (levels * tone + 0.001 * (rng.normal(size=(5, n)) + 1j * rng.normal(size=(5, n)))).astype(
+        np.complex64
+    )
+    samples[2] = 0
+    online = np.array([True, True, True, True, False])
+    peak = np.max(np.abs(samples), axis=1, keepdims=True)
+    scaled = samples * np.where(peak > 0, 0.5 / np.maximum(peak, 1e-30), 0.0)
+    iq = np.round(np.stack([scaled.real, scaled.imag], axis=-1) * 32768.0).astype(np.int16)
+    got = _heard(samples, online, 12000.0)
+    batch = _one_session(iq, np.where(online, HEARD, OFFLINE).astype(np.int8))
+    np.testing.assert_array_equal(got, measure_power(batch).heard[0] & (peak[:, 0] > 0))
+    assert got.tolist() == [True, True, False, False, False]
+
+
+def _one_session(iq: np.ndarray, state: np.ndarray):
+    from heimdall.data.session import SessionBatch
+
+    r = iq.shape[0]
+    nan1, nan_r = np.full(1, np.nan), np.full((1, r), np.nan)
+    return SessionBatch(
+        session_id=np.zeros(1, np.int64), world_seed=np.full(1, -1, np.int64),
+        session_seed=np.full(1, -1, np.int64), center_freq_hz=np.zeros(1), sample_rate_hz=np.full(1, 12e3),
+        tx_lat_deg=nan1, tx_lon_deg=nan1, tx_power_dbm=nan1, tx_height_m=nan1, mode=np.full(1, -1, np.int8),
+        rx_station=np.full((1, r), "", dtype="<U1"), rx_lat_deg=nan_r, rx_lon_deg=nan_r, rx_height_m=nan_r,
+        rx_fullscale_dbm=np.zeros((1, r)), rx_state=state[None], rx_start_ns=np.zeros((1, r), np.int64),
+        rx_timing_sigma_s=nan_r, rx_power_dbm=nan_r, rx_snr_db=nan_r, rx_delay_s=nan_r,
+        rx_clipped=np.zeros((1, r), bool), iq=iq[None],
+    )  # fmt: skip

@@ -43,6 +43,43 @@ def hpd_level(lp: NDArray[np.float64], lp_truth: NDArray[np.float64]) -> NDArray
     return np.where(lp > lp_truth[:, None], p, 0.0).sum(axis=-1)
 
 
+def hpd_ranking(
+    lp: NDArray[np.float64], log_area: NDArray[np.float64] | None = None
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Cells densest first: their log densities (B, G) and the cumulative mass along that order (B, G).
+
+    What every HPD threshold of the same posterior is read from (:func:`ranked_threshold`),
+    so several levels cost one sort.
+
+    Parameters
+    ----------
+    lp
+        Log density on the cells (B, G), any normalisation.
+    log_area
+        Log area of each cell (G,) or (B, G), log km²; None for equal cells. Cells are
+        ranked by density and their masses (density × area) accumulated (Hyndman 1996).
+
+    """
+    rank = np.argsort(-lp, axis=-1, kind="stable")
+    order = np.take_along_axis(lp, rank, axis=-1)
+    weighted = (
+        order
+        if log_area is None
+        else order + np.take_along_axis(np.broadcast_to(log_area, lp.shape), rank, axis=-1)
+    )
+    return order, np.cumsum(cell_probabilities(weighted), axis=-1)
+
+
+def ranked_threshold(
+    order: NDArray[np.float64], cum: NDArray[np.float64], level: float
+) -> NDArray[np.float64]:
+    """Log-density threshold (B,) of the ``level`` HPD region from :func:`hpd_ranking`'s (order, cum)."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"HPD level must be in (0, 1), got {level}")
+    k = np.minimum(np.sum(cum < level, axis=-1), order.shape[-1] - 1)
+    return np.take_along_axis(order, k[:, None], axis=-1)[:, 0]
+
+
 def hpd_threshold(
     lp: NDArray[np.float64], level: float, log_area: NDArray[np.float64] | None = None
 ) -> NDArray[np.float64]:
@@ -61,16 +98,7 @@ def hpd_threshold(
     """
     if not 0.0 < level < 1.0:
         raise ValueError(f"HPD level must be in (0, 1), got {level}")
-    rank = np.argsort(-lp, axis=-1, kind="stable")
-    order = np.take_along_axis(lp, rank, axis=-1)
-    weighted = (
-        order
-        if log_area is None
-        else order + np.take_along_axis(np.broadcast_to(log_area, lp.shape), rank, axis=-1)
-    )
-    cum = np.cumsum(cell_probabilities(weighted), axis=-1)
-    k = np.minimum(np.sum(cum < level, axis=-1), lp.shape[-1] - 1)
-    return np.take_along_axis(order, k[:, None], axis=-1)[:, 0]
+    return ranked_threshold(*hpd_ranking(lp, log_area), level)
 
 
 def hpd_area_km2(lp: NDArray[np.float64], level: float, cell_area_km2: float) -> NDArray[np.float64]:
@@ -84,6 +112,17 @@ def log_score(
 ) -> NDArray[np.float64]:
     """Log posterior density at the truth (B,), nats per km² (higher is better)."""
     return lp_truth - log_normaliser(lp, cell_area_km2)
+
+
+def _peak_design() -> NDArray[np.float64]:
+    """Design matrix (9, 6) of the quadratic 1, x, y, x², y², xy on the 3×3 cells (x east, y north)."""
+    y, x = np.mgrid[-1:2, -1:2]
+    x, y = x.ravel().astype(float), y.ravel().astype(float)
+    return np.stack([np.ones(9), x, y, x * x, y * y, x * y], axis=-1)
+
+
+#: The 3×3 quadratic fit's design matrix of :func:`refine_peak` (built once).
+_PEAK_DESIGN = _peak_design()
 
 
 def refine_peak(
@@ -111,10 +150,7 @@ def refine_peak(
     patch = values[row - 1 : row + 2, col - 1 : col + 2]
     if not np.all(np.isfinite(patch)):
         return 0.0, 0.0
-    y, x = np.mgrid[-1:2, -1:2]
-    x, y, f = x.ravel().astype(float), y.ravel().astype(float), patch.ravel()
-    design = np.stack([np.ones(9), x, y, x * x, y * y, x * y], axis=-1)
-    _, b, c, d, e, g = np.linalg.lstsq(design, f, rcond=None)[0]
+    _, b, c, d, e, g = np.linalg.lstsq(_PEAK_DESIGN, patch.ravel(), rcond=None)[0]
     hess = np.array([[2 * d, g], [g, 2 * e]])
     if np.linalg.det(hess) <= 0 or hess[0, 0] >= 0:  # not a maximum
         return 0.0, 0.0

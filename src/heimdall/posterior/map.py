@@ -12,10 +12,10 @@ from numpy.typing import NDArray
 from heimdall.network.geodesy import LocalFrame
 from heimdall.posterior.density import (
     cell_probabilities,
-    hpd_area_km2,
     hpd_level,
-    hpd_threshold,
+    hpd_ranking,
     log_normaliser,
+    ranked_threshold,
     refine_peak,
 )
 from heimdall.posterior.grid import SearchGrid, grid_moments, interpolate_on_grid
@@ -95,13 +95,18 @@ class PosteriorMap:
             out.append(ModeSummary(float(pos[0]), float(pos[1]), min(float(m.mass), 1.0)))  # no 1 + 2e-16
         return out
 
+    @cached_property
+    def _hpd_ranking(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Log densities densest first (1, G) and their cumulative mass (1, G): every level's threshold."""
+        return hpd_ranking(self.log_density[None])
+
     def hpd_threshold(self, level: float) -> float:
         """Log density (per km²) bounding the ``level`` HPD region."""
-        return float(hpd_threshold(self.log_density[None], level)[0])
+        return float(ranked_threshold(*self._hpd_ranking, level)[0])
 
     def hpd_area_km2(self, level: float) -> float:
         """Area of the ``level`` HPD region counted in whole cells, km²."""
-        return float(hpd_area_km2(self.log_density[None], level, self.grid.cell_area_km2)[0])
+        return float(np.sum(self.log_density >= self.hpd_threshold(level)) * self.grid.cell_area_km2)
 
     def hpd_polygons_km(self, level: float) -> list[list[NDArray[np.float64]]]:
         """The ``level`` HPD region as polygons (exterior ring, holes) in the local frame, km."""
@@ -131,26 +136,33 @@ class PosteriorMap:
         lp_pt = self.log_density_at(np.asarray(point_km)[None])
         return float(hpd_level(self.log_density[None], lp_pt)[0])
 
-    def answer(self, levels: tuple[float, ...] = HPD_LEVELS, n_modes: int = 3) -> dict[str, Any]:
+    def answer(
+        self,
+        levels: tuple[float, ...] = HPD_LEVELS,
+        n_modes: int = 3,
+        moments: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None,
+    ) -> dict[str, Any]:
         """JSON-ready answer in degrees: MAP, mean and covariance, top modes with their mass, HPD regions.
 
         ``hpd`` maps each level ("0.5", "0.9") to its area (km², whole cells) and its
-        GeoJSON MultiPolygon ([lon, lat] degrees).
+        GeoJSON MultiPolygon ([lon, lat] degrees). ``moments``: a mean (2,) km and
+        covariance (2, 2) km² in :attr:`frame` to report instead of the grid's own
+        (:meth:`mean_cov`), e.g. those of a refined posterior.
         """
+        mean, cov = self.mean_cov() if moments is None else moments
+        modes = self.modes(n_modes)
+        points = np.array([self.map_km(), mean, *([m.east_km, m.north_km] for m in modes)], dtype=np.float64)
+        lat, lon = self.frame.to_latlon(points[:, 0], points[:, 1])  # one projection call for all points
 
-        def where(p: NDArray[np.float64]) -> dict[str, float]:
-            lat, lon = self.frame.to_latlon(np.float64(p[0]), np.float64(p[1]))
-            east, north = float(p[0]), float(p[1])
-            return {"latitude": float(lat), "longitude": float(lon), "east_km": east, "north_km": north}
+        def where(i: int) -> dict[str, float]:
+            east, north = float(points[i, 0]), float(points[i, 1])
+            return {"latitude": float(lat[i]), "longitude": float(lon[i]), "east_km": east, "north_km": north}
 
-        mean, cov = self.mean_cov()
         return {
-            "map": where(self.map_km()),
-            "mean": where(mean),
-            "cov_km2": cov.tolist(),
-            "modes": [
-                {**where(np.array([m.east_km, m.north_km])), "mass": m.mass} for m in self.modes(n_modes)
-            ],
+            "map": where(0),
+            "mean": where(1),
+            "cov_km2": np.asarray(cov, dtype=np.float64).tolist(),
+            "modes": [{**where(2 + k), "mass": m.mass} for k, m in enumerate(modes)],
             "hpd": {
                 f"{p:g}": {"area_km2": self.hpd_area_km2(p), "geojson": self.hpd_geojson(p)} for p in levels
             },

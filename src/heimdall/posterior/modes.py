@@ -35,20 +35,14 @@ def basins(values: NDArray[np.float64]) -> NDArray[np.int64]:
     padded = np.full((n_n + 2, n_e + 2), -np.inf)
     padded[1:-1, 1:-1] = v
     flat = np.arange(n_n * n_e).reshape(n_n, n_e)
-    best_val = v.copy()
-    best_idx = flat.copy()
-    for dr in (-1, 0, 1):
-        for dc in (-1, 0, 1):
-            if dr == 0 and dc == 0:
-                continue
-            nb = padded[1 + dr : 1 + dr + n_n, 1 + dc : 1 + dc + n_e]
-            rows = np.clip(np.arange(n_n) + dr, 0, n_n - 1)[:, None]
-            cols = np.clip(np.arange(n_e) + dc, 0, n_e - 1)[None, :]
-            nb_idx = flat[rows, cols]
-            # strict total order (value, then lower index): ties never form cycles
-            better = (nb > best_val) | ((nb == best_val) & (nb_idx < best_idx) & np.isfinite(nb))
-            best_val = np.where(better, nb, best_val)
-            best_idx = np.where(better, nb_idx, best_idx)
+    pad_idx = np.pad(flat, 1, mode="edge")  # outside cells are -inf: their index is never taken
+    shifts = [(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1)]  # the cell itself among its neighbours
+    nb = np.stack([padded[1 + dr : 1 + dr + n_n, 1 + dc : 1 + dc + n_e] for dr, dc in shifts])
+    nb_idx = np.stack([pad_idx[1 + dr : 1 + dr + n_n, 1 + dc : 1 + dc + n_e] for dr, dc in shifts])
+    # strict total order (value, then lower index): ties never form cycles; -inf cells never lead
+    top = nb.max(axis=0)
+    best_idx = np.where(nb == top, nb_idx, n_n * n_e).min(axis=0)
+    best_idx = np.where(np.isfinite(top), best_idx, flat)
     ptr = best_idx.ravel()
     while True:  # pointer jumping: log2(longest ascent) rounds
         nxt = ptr[ptr]

@@ -11,6 +11,7 @@ longitude/latitude through the network's local frame (GeoJSON, RFC 7946:
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -63,11 +64,16 @@ def polygons_area_km2(polygons: list[Polygon]) -> float:
 
 def multipolygon_geojson(polygons: list[Polygon], frame: LocalFrame) -> dict[str, Any]:
     """A GeoJSON MultiPolygon geometry ([lon, lat] degrees) of local-frame polygons."""
-    coords = []
-    for poly in polygons:
-        rings = []
-        for ring in poly:
-            lat, lon = frame.to_latlon(ring[:, 0], ring[:, 1])
-            rings.append([[float(a), float(b)] for a, b in zip(lon, lat, strict=True)])
-        coords.append(rings)
+    rings = [ring for poly in polygons for ring in poly]
+    if not rings:
+        return {"type": "MultiPolygon", "coordinates": []}
+    pts = np.concatenate(rings)
+    lat, lon = frame.to_latlon(pts[:, 0], pts[:, 1])  # one projection call for every vertex
+    lonlat = np.column_stack([lon, lat]).tolist()
+    bounds = np.cumsum([0, *(len(r) for r in rings)]).tolist()
+    flat = [lonlat[a:b] for a, b in pairwise(bounds)]
+    coords, k = [], 0
+    for poly in polygons:  # rings back into their polygons
+        coords.append(flat[k : k + len(poly)])
+        k += len(poly)
     return {"type": "MultiPolygon", "coordinates": coords}

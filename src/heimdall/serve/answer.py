@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from heimdall.models.ellipse import SCALE_95, Ellipse, ellipse_of, ellipse_polygon_lonlat
+from heimdall.models.ellipse import SCALE_95, Ellipse, ellipse_of, ellipse_polygon_km
 from heimdall.network.geodesy import LocalFrame, bearing_deg, geodesic_distance_km
 
 
@@ -63,20 +63,26 @@ def answer_of(frame: LocalFrame, mean_km: ArrayLike, cov_km2: ArrayLike, n_verti
     """
     mean = np.asarray(mean_km, dtype=np.float64)
     cov = np.asarray(cov_km2, dtype=np.float64)
-    lat, lon = frame.to_latlon(mean[0], mean[1])
     one = ellipse_of(cov)
     e95 = one.scaled(SCALE_95)
+    # the mean and both closed rings (n_vertices + 1 points each) in one projection call
+    pts = np.concatenate(
+        [mean[None], *(ellipse_polygon_km(mean, cov, k, n_vertices) for k in (1.0, SCALE_95))]
+    )
+    lat, lon = frame.to_latlon(pts[:, 0], pts[:, 1])
+    lonlat = np.column_stack([lon, lat]).tolist()
+    ring = n_vertices + 1
     point = {
         "type": "Feature",
-        "geometry": {"type": "Point", "coordinates": [float(lon), float(lat)]},
+        "geometry": {"type": "Point", "coordinates": lonlat[0]},
         "properties": {"name": "estimate"},
     }
     features = [
         point,
-        _polygon_feature(ellipse_polygon_lonlat(frame, mean, cov, 1.0, n_vertices), "ellipse_1sigma", one),
-        _polygon_feature(ellipse_polygon_lonlat(frame, mean, cov, SCALE_95, n_vertices), "ellipse_95", e95),
+        _polygon_feature(lonlat[1 : 1 + ring], "ellipse_1sigma", one),
+        _polygon_feature(lonlat[1 + ring :], "ellipse_95", e95),
     ]
-    return Answer(float(lat), float(lon), one, e95, {"type": "FeatureCollection", "features": features})
+    return Answer(float(lat[0]), float(lon[0]), one, e95, {"type": "FeatureCollection", "features": features})
 
 
 def receiver_table(

@@ -118,14 +118,20 @@ def decode_iq(text: str, iq_format: str, loc: Loc) -> NDArray[np.complex64]:
                 )
             ]
         )
-    pairs = np.frombuffer(raw, dtype=_DTYPES[iq_format]).reshape(-1, 2).astype(np.float32)
+    pairs = np.frombuffer(raw, dtype=_DTYPES[iq_format]).reshape(-1, 2).astype(np.float32, order="C")
     if iq_format == "float32":
         bad = np.flatnonzero(~np.isfinite(pairs).all(axis=1))
         if bad.size:
             raise RequestError([(loc, f"contains NaN or Inf (first at sample {int(bad[0])})")])
     else:
         pairs /= np.float32(32768.0)
-    return (pairs[:, 0] + 1j * pairs[:, 1]).astype(np.complex64)
+    return pairs.view(np.complex64).reshape(-1)  # (I, Q) float32 pairs are complex64 samples: no copy
+
+
+def iq_pairs(samples: NDArray[np.complex64]) -> NDArray[np.float32]:
+    """Complex64 samples (..., T) as float32 (I, Q) pairs (..., T, 2): a view of the same memory."""
+    x = np.ascontiguousarray(samples, dtype=np.complex64)
+    return x.view(np.float32).reshape(*x.shape, 2)
 
 
 def resample_to(
@@ -271,8 +277,11 @@ def _heard(samples: NDArray[np.complex64], online: NDArray[np.bool_], rate_hz: f
     """
     r = samples.shape[0]
     peak = np.max(np.abs(samples), axis=1, keepdims=True)
-    scaled = samples * np.where(peak > 0, 0.5 / np.maximum(peak, 1e-30), 0.0)
-    iq = np.round(np.stack([scaled.real, scaled.imag], axis=-1) * 32768.0).astype(np.int16)[None]
+    scale = np.where(peak > 0, 0.5 / np.maximum(peak, 1e-30), 0.0)  # (R, 1) float32
+    # a real factor scales I and Q alike: the float32 pairs times it are the scaled complex samples
+    pairs = iq_pairs(samples) * scale[:, :, None]
+    pairs *= np.float32(32768.0)
+    iq = np.round(pairs, out=pairs).astype(np.int16)[None]
     nan_r = np.full((1, r), np.nan)
     batch = SessionBatch(
         session_id=np.zeros(1, np.int64),
@@ -385,7 +394,7 @@ def prepare_session(req: LocalizeRequest, predictor: ServedModel, loc: Loc = ("b
             f"{MIN_RECEIVERS} needed (silent: {_names(ids, online & ~heard)})"
         )
         raise RequestError([((*loc, "receivers"), msg)])
-    iq = np.stack([samples.real, samples.imag], axis=-1).astype(np.float32)
+    iq = iq_pairs(samples)
     rx_pos = np.stack([east, north, np.array(height)], axis=-1).astype(np.float32)
     state = np.where(online, np.where(heard, HEARD, SILENT), OFFLINE).astype(np.int8)
     return PreparedSession(

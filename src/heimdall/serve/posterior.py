@@ -78,7 +78,8 @@ def session_batch(sessions: list[PreparedSession], sample_rate_hz: float) -> Ses
     state = np.full((b, r), OFFLINE, np.int8)
     for k, (s, idx) in enumerate(zip(sessions, keep, strict=True)):
         n = len(idx)
-        iq[k, :n] = np.clip(np.round(s.iq[idx] * 32768.0), -32768, 32767).astype(np.int16)
+        scaled = s.iq[idx] * np.float32(32768.0)  # a new array: rounded and clipped in place
+        iq[k, :n] = np.clip(np.round(scaled, out=scaled), -32768, 32767, out=scaled)
         station[k, :n] = [s.stations[i] for i in idx]
         lat[k, :n], lon[k, :n] = s.lat_deg[idx], s.lon_deg[idx]
         height[k, :n], fullscale[k, :n] = s.rx_pos[idx, 2], s.fullscale_dbm[idx]
@@ -172,9 +173,12 @@ def posterior_answer(located: Located, png: bool = False) -> dict[str, Any]:
     pmap = located.posterior_map
     if pmap is None:
         raise ValueError("a Gaussian answer has no posterior map")
-    out = pmap.answer()
-    out["mean"] = _point(located.frame, located.mean_km)
-    out["cov_km2"] = np.asarray(located.cov_km2, dtype=np.float64).tolist()
+    if located.frame == pmap.frame:  # the usual case: the map's own moments are not computed
+        out = pmap.answer(moments=(located.mean_km, located.cov_km2))
+    else:
+        out = pmap.answer()
+        out["mean"] = _point(located.frame, located.mean_km)
+        out["cov_km2"] = np.asarray(located.cov_km2, dtype=np.float64).tolist()
     out["edge_mass"] = edge_mass(pmap)
     g = pmap.grid
     out["grid"] = {
