@@ -158,7 +158,7 @@ def test_joint_nll_is_the_measurement_likelihood_at_the_truth(band: int, p0_dbm:
     want = -_independent_log_likelihood(y, t, d[:3], d[3:], band)
     # the graph drops (2π)^{−(n−1)/2} of the n heard Gaussians and the uniform P0 density 1/20 dB⁻¹
     dropped = -(len(y) - 1) / 2 * math.log(2 * math.pi) - math.log(20.0)
-    assert got == pytest.approx(want + dropped, abs=3e-3)
+    assert got == pytest.approx(want + dropped, abs=5e-3)
 
 
 @pytest.mark.slow
