@@ -6,7 +6,11 @@ H=.venv/bin/heimdall
 mkdir -p "$OUT"
 echo "== 1. pretrain the production model (grid posterior) on world and network families: world seeds"
 echo "      1000-1999, networks of piemonte-liguria (configs/gridnet.yaml simulates its sets; MLflow: mlruns.db)"
-$H train --config configs/gridnet.yaml --data "$OUT/gridnet-train" --val "$OUT/gridnet-val" \
+# the sets are named by the config's sizes and seeds, so a demo rerun after a config change simulates new ones
+SETS=$(.venv/bin/python -c 'import yaml; d = yaml.safe_load(open("configs/gridnet.yaml"))["data"]
+print("{train_sessions}-s{train_seed} {val_sessions}-s{val_seed}".format(**d))')
+read -r TRAIN_TAG VAL_TAG <<< "$SETS"
+$H train --config configs/gridnet.yaml --data "$OUT/gridnet-train-$TRAIN_TAG" --val "$OUT/gridnet-val-$VAL_TAG" \
   --out-dir "$OUT/runs" --summary "$OUT/train.json"
 field() { .venv/bin/python -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$OUT/train.json" "$1"; }
 CKPT=$(field checkpoint)
