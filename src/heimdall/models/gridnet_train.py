@@ -200,11 +200,14 @@ def log_scores(model: GridPosteriorNet, batch: dict[str, torch.Tensor]) -> tuple
     """Log density at the truth (B,), nats per km², and the normalised log posterior mass per cell (B, G)."""
     from heimdall.models.gridnet_inputs import INPUT_NAMES
 
-    lp = model(*(batch[n] for n in INPUT_NAMES))
+    return _normalised(model(*(batch[n] for n in INPUT_NAMES)), batch)
+
+
+def _normalised(lp: torch.Tensor, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`log_scores` from the unnormalised log posterior ``lp`` (B, G + 1), truth last."""
     grid = lp[:, :-1].masked_fill(~batch["mask"], -math.inf)
-    log_mass = grid - torch.logsumexp(grid, dim=1, keepdim=True)
-    score = lp[:, -1] - torch.logsumexp(grid, dim=1) - batch["log_cell_km2"]
-    return score, log_mass
+    log_norm = torch.logsumexp(grid, dim=1, keepdim=True)
+    return lp[:, -1] - log_norm[:, 0] - batch["log_cell_km2"], grid - log_norm
 
 
 def joint_nll(model: GridPosteriorNet, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -235,10 +238,7 @@ def validation_scores(
     from heimdall.models.gridnet_inputs import INPUT_NAMES
 
     lp = model(*(batch[n] for n in INPUT_NAMES))
-    grid = lp[:, :-1].masked_fill(~batch["mask"], -math.inf)
-    log_norm = torch.logsumexp(grid, dim=1, keepdim=True)
-    log_mass = grid - log_norm
-    score = lp[:, -1] - log_norm[:, 0] - batch["log_cell_km2"]
+    score, log_mass = _normalised(lp, batch)
     return (score, -lp[:, -1], *point_errors(log_mass, batch))
 
 
@@ -355,7 +355,7 @@ def _lightning_module(model: GridPosteriorNet, cfg: GridNetConfig, start_metrics
     joint = cfg.optim.loss == "joint"
 
     class GridNetModule(L.LightningModule):
-        """The configured loss; validation scores; the best state by validation loss (or the start)."""
+        """The configured loss; validation scores; the converged (joint) or best-validation state."""
 
         def __init__(self) -> None:
             super().__init__()
