@@ -96,8 +96,6 @@ def hpd_threshold(
         ranked by density and their masses (density × area) accumulated (Hyndman 1996).
 
     """
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"HPD level must be in (0, 1), got {level}")
     return ranked_threshold(*hpd_ranking(lp, log_area), level)
 
 
