@@ -626,6 +626,7 @@ def locate(
     from heimdall.export.predictor import load_predictor
     from heimdall.serve.locate import (
         load_session,
+        locate_first,
         locate_session,
         receivers_table,
         summary_lines,
@@ -635,13 +636,15 @@ def locate(
     options = _options(endpoint_url, storage_option) or None
     predictor = load_predictor(model, storage_options=options, tracking_uri=tracking_uri)
     session = load_session(source, float(predictor.sample_rate_hz), int(predictor.n_samples), options)
-    result = locate_session(predictor, session)
+    located = locate_first(predictor, session)  # one model run for the answer and the HTML map
+    result = locate_session(predictor, session, located)
     if geojson is not None:
         write_geojson(result, geojson)
     if html is not None:
         from heimdall.serve.page import write_locate_html
 
-        write_locate_html(predictor, session, result, html, f"{source} located by {result['model_version']}")
+        title = f"{source} located by {result['model_version']}"
+        write_locate_html(predictor, session, result, html, title, located)
     if as_json:
         stdout_console().print_json(json.dumps({k: v for k, v in result.items() if k != "geojson"}))
         return

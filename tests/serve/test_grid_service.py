@@ -219,3 +219,27 @@ def test_map_page_shows_the_grid_posterior(servers, stored, grid_setup: GridSetu
     assert post["regions"]["0.9"]["area_km2"] == answer["posterior"]["hpd"]["0.9"]["area_km2"]
     assert {h["level"] for h in post["hpd"]} == {0.5, 0.9} and post["hpd"][1]["contours"]
     assert post["raster"]["png_base64"] and len(page["receivers"]) == stored.n_receivers
+
+
+def test_locate_html_runs_the_model_once(grid_setup: GridSetup, tmp_path: Path, monkeypatch, capsys) -> None:
+    """``locate --html`` formats one model run: the printed answer and the map page's MAP are the same."""
+    import json
+
+    from heimdall.cli import main
+
+    calls = []
+    original = GridPosteriorPredictor.locate_one
+
+    def counted(self, batch, index=0):
+        calls.append(index)
+        return original(self, batch, index)
+
+    monkeypatch.setattr(GridPosteriorPredictor, "locate_one", counted)
+    out = tmp_path / "located.html"
+    i = grid_setup.picked[0]
+    model = str(grid_setup.no_map)
+    main(["locate", f"{grid_setup.test}#{i}", "--model", model, "--html", str(out), "--json"])
+    printed = json.loads(capsys.readouterr().out)
+    assert len(calls) == 1
+    page = out.read_text(encoding="utf-8")
+    assert json.dumps(printed["posterior"]["map"]["latitude"]) in page

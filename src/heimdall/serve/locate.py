@@ -74,17 +74,33 @@ def load_session(
     return store.read([index])
 
 
-def locate_session(predictor: Predictor, batch: SessionBatch) -> dict[str, Any]:
-    """Locate the first session of ``batch``; a JSON-ready result (see module docstring)."""
+def locate_first(predictor: Predictor, batch: SessionBatch) -> Located:
+    """The model's answer for the first session of ``batch`` (one model run).
+
+    A posterior model answers in the session's frame with its posterior map
+    (``locate_one``); a Gaussian one in its own frame, without a map.
+    """
+    one = batch.select([0])
+    if hasattr(predictor, "locate_one"):
+        mean_km, cov_km2, posterior = predictor.locate_one(one)
+        return Located(mean_km, cov_km2, posterior.frame, posterior)
+    mean, cov = predictor.predict(one)
+    return Located(mean[0], cov[0], predictor.frame, None)
+
+
+def locate_session(
+    predictor: Predictor, batch: SessionBatch, located: Located | None = None
+) -> dict[str, Any]:
+    """Locate the first session of ``batch``; a JSON-ready result (see module docstring).
+
+    ``located``: :func:`locate_first`'s answer when the caller already has it (no second model run).
+    """
     from heimdall.posterior.measure import measure_power
 
     one = batch.select([0])
-    frame, posterior = predictor.frame, None
-    if hasattr(predictor, "locate_one"):  # a posterior model answers in the session's frame
-        mean_km, cov_km2, posterior = predictor.locate_one(one)
-        frame, mean, cov = posterior.frame, mean_km[None], cov_km2[None]
-    else:
-        mean, cov = predictor.predict(one)
+    located = located or locate_first(predictor, one)
+    frame, posterior = located.frame, located.posterior_map
+    mean, cov = located.mean_km[None], located.cov_km2[None]
     answer = answer_of(frame, mean[0], cov[0])
     measured = measure_power(one)
     ids = [str(s) for s in one.rx_station[0]]
@@ -101,7 +117,7 @@ def locate_session(predictor: Predictor, batch: SessionBatch) -> dict[str, Any]:
         "model_version": str(getattr(predictor, "version", "checkpoint")),
     }
     if posterior is not None:
-        result["posterior"] = posterior_answer(Located(mean[0], cov[0], frame, posterior))
+        result["posterior"] = posterior_answer(located)
     if one.labelled[0]:
         t_lat, t_lon = float(one.tx_lat_deg[0]), float(one.tx_lon_deg[0])
         east, north = frame.to_local_km(t_lat, t_lon)

@@ -340,7 +340,9 @@ def mount_page(
         return result
 
 
-def locate_document(predictor: Any, batch: SessionBatch, result: dict[str, Any], title: str) -> str:
+def locate_document(
+    predictor: Any, batch: SessionBatch, result: dict[str, Any], title: str, located: Located | None = None
+) -> str:
     """A self-contained HTML map of ``heimdall locate``'s answer (the page's drawing, assets inlined).
 
     Parameters
@@ -353,17 +355,16 @@ def locate_document(predictor: Any, batch: SessionBatch, result: dict[str, Any],
         :func:`heimdall.serve.locate.locate_session`'s answer for it.
     title
         Shown in the header (e.g. the session's source).
+    located
+        The model's answer that ``result`` formats (:func:`heimdall.serve.locate.locate_first`);
+        None: the model runs again.
 
     """
     from heimdall.eval.webmap import session_document
+    from heimdall.serve.locate import locate_first
 
     one = batch.select([0])
-    if hasattr(predictor, "locate_one"):
-        mean_km, cov_km2, pmap = predictor.locate_one(one)
-        located = Located(mean_km, cov_km2, pmap.frame, pmap)
-    else:
-        mean, cov = predictor.predict(one)
-        located = None
+    located = located or locate_first(predictor, one)
     states = {row["receiver"]: row["state"] for row in result["receivers"]}
     receivers = [
         {
@@ -380,8 +381,8 @@ def locate_document(predictor: Any, batch: SessionBatch, result: dict[str, Any],
         "model_version": result.get("model_version", ""),
         "source": title,
         "receivers": receivers,
-        "posterior": gaussian_posterior(predictor, mean[0], cov[0], result)
-        if located is None
+        "posterior": gaussian_posterior(predictor, located.mean_km, located.cov_km2, result)
+        if located.posterior_map is None
         else grid_posterior(located, result),
     }
     if "truth" in result:
@@ -390,10 +391,15 @@ def locate_document(predictor: Any, batch: SessionBatch, result: dict[str, Any],
 
 
 def write_locate_html(
-    predictor: Any, batch: SessionBatch, result: dict[str, Any], path: Path, title: str
+    predictor: Any,
+    batch: SessionBatch,
+    result: dict[str, Any],
+    path: Path,
+    title: str,
+    located: Located | None = None,
 ) -> None:
     """Write :func:`locate_document` to ``path`` atomically (HeimdallError naming the file on failure)."""
-    text = locate_document(predictor, batch, result, title)
+    text = locate_document(predictor, batch, result, title, located)
     tmp = path.with_name(path.name + ".tmp")
     try:
         tmp.write_text(text, encoding="utf-8")
