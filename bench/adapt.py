@@ -17,11 +17,14 @@ The production model (``model``, :class:`heimdall.models.gridnet.GridPosteriorNe
 ``--model CKPT``; default: the untrained start model, ``GridPosteriorNet(MapsConfig())``,
 labelled ``untrained-start`` in the output) is scored at every N through ``evaluate_store``
 (the code of ``heimdall evaluate``): at N = 0 the model without a map (beside ``rss_ml``), at
-N ≥ ``min_labels`` the model adapted (:meth:`GridPosteriorPredictor.adapt`) to the same fitted
-map as ``radio_map_kriging``, which is located again in the same pass so that the paired
-bootstrap interval of the median-error difference model − radio_map_kriging (model − rss_ml
-at N = 0) is on the same sessions. Cached per N and checkpoint (``*-model-<tag>.json``, with
-the per-session errors), with the ``map fit`` time and the model's seconds per session.
+N ≥ ``min_labels`` the model adapted (:meth:`GridPosteriorPredictor.adapt`) to the map that
+``map fit --model`` fits from the same labels (the model's learnt law is the prior and its
+shape is kept: :func:`heimdall.models.grid_predictor.map_prior`), beside ``radio_map_kriging``
+(every path-loss coefficient fitted to the labels), which is located again in the same pass so
+that the paired bootstrap interval of the median-error difference model − radio_map_kriging
+(model − rss_ml at N = 0) is on the same sessions. Cached per N and checkpoint
+(``*-model-<tag>.json``, with the per-session errors), with both fit times and the model's
+seconds per session.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from heimdall.maps.estimator import RadioMapLocator
 from heimdall.maps.fit import fit_radio_map
 from heimdall.maps.kriging import FieldHyper
 from heimdall.maps.observations import observations_from_store
+from heimdall.models.grid_predictor import map_prior
 from heimdall.sim import WorldConfig
 from heimdall.sim.simulate_job import run_simulation
 
@@ -105,16 +109,19 @@ def _errors(res: Any, name: str) -> tuple[np.ndarray, np.ndarray | None]:
     return mean, mode
 
 
-def model_row(model: Any, m: Any, n: int, fit_s: float, test: str) -> dict:
-    """The model (adapted to map ``m``; without a map below ``min_labels``) and radio_map_kriging, paired."""
-    adapted = model.adapt(m)
+def model_row(model: Any, own: Any, m: Any, n: int, fit_s: dict[str, float], test: str) -> dict:
+    """The model (adapted to its map ``own``; without a map below ``min_labels``) and radio_map_kriging
+    (map ``m``), paired on the same sessions."""
+    adapted = model.adapt(own)
     with_map = adapted is not model
     base = ["rss_ml"] if n == 0 else []
     t = time.perf_counter()
     res = evaluate_store(test, adapted, base, radio_map=RadioMapLocator(m))
     wall = time.perf_counter() - t
     ns = len(res.truth_km)
-    row: dict = {"n_test": ns, "map_fit_seconds": fit_s, "evaluate_wall_seconds": wall, "adapted": with_map}
+    row: dict = {"n_test": ns, "map_fit_seconds": fit_s["radio_map_kriging"],
+                 "model_map_fit_seconds": fit_s["model"], "evaluate_wall_seconds": wall,
+                 "adapted": with_map}  # fmt: skip
     for name in ("model", "radio_map_kriging", *base):
         s = {"median_km": float(np.median(errors_km(res.estimates[name], res.truth_km)))}
         if name in res.posteriors:
@@ -177,7 +184,14 @@ def run_world(world: int, args: argparse.Namespace) -> dict:
             if not mpath.exists():
                 t = time.perf_counter()
                 m = fit_radio_map(obs, net, cfg)
-                row = model_row(args.model_predictor, m, n, time.perf_counter() - t, test)
+                fit_s = {"radio_map_kriging": time.perf_counter() - t}
+                t = time.perf_counter()  # the map of `map fit --model`: the model's law is the prior
+                own_cfg = MapsConfig.model_validate(
+                    {**cfg.model_dump(), **map_prior(args.model_predictor.metadata)}
+                )
+                own = fit_radio_map(obs, net, own_cfg)
+                fit_s["model"] = time.perf_counter() - t
+                row = model_row(args.model_predictor, own, m, n, fit_s, test)
                 row["checkpoint"] = args.model_label
                 mpath.write_text(json.dumps(row, indent=1))
             results["model"][n] = json.loads(mpath.read_text())
@@ -222,7 +236,8 @@ def print_model(res: dict, label: str) -> None:
             if name not in row:
                 continue
             s = row[name]
-            fit = f"{row['map_fit_seconds']:>6.1f}" if name == "radio_map_kriging" else ""
+            fit_key = {"radio_map_kriging": "map_fit_seconds", "model": "model_map_fit_seconds"}.get(name)
+            fit = f"{row[fit_key]:>6.1f}" if fit_key and row["adapted"] else ""
             tag = name + ("" if name != "model" or row["adapted"] else " (no map)")
             print(f"{n:>6} {tag:<18} {s['median_km']:>12.1f} {s['map_median_km']:>11.1f} "
                   f"{s['hpd_coverage_50']:>6.2f} {s['hpd_coverage_90']:>6.2f} "

@@ -29,7 +29,7 @@ echo "      the fitted fields (export --map) -> locate a voice session: MAP, mod
 $H simulate --network nw-italy --mode aprs --positions clustered --sessions 300 --world-seed 105 --seed 31 \
   --out "$OUT/aprs" > /dev/null
 $H data label "$OUT/aprs" --out "$OUT/aprs-labelled" --json
-$H map fit "$OUT/aprs-labelled" --out "$OUT/maps/w105" > /dev/null
+$H map fit "$OUT/aprs-labelled" --model "$CKPT" --out "$OUT/maps/w105" > /dev/null
 $H export --checkpoint "$CKPT" --map "$OUT/maps/w105" --out "$OUT/models/heimdall-w105" \
   --register heimdall-w105 --alias production > "$OUT/export-w105.json"
 $H simulate --network nw-italy --mode nbfm --sessions 1 --world-seed 105 --seed 32 --out "$OUT/w105-voice" > /dev/null

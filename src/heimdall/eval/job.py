@@ -113,7 +113,13 @@ def run_evaluation(
         )
     radio_map = _radio_map(labelled, map_uri, storage_options)
     if predictor is not None and radio_map is not None and hasattr(predictor, "adapt"):
-        predictor = predictor.adapt(radio_map.rmap, map_uri=map_uri or labelled)  # the code path of map fit
+        rmap = radio_map.rmap
+        if labelled is not None:  # the code path of `map fit --model`: the model's law is the prior
+            from heimdall.models.grid_predictor import map_prior
+
+            prior = map_prior(predictor.metadata)
+            rmap = fit_map_from_store(labelled, storage_options=storage_options, prior=prior)
+        predictor = predictor.adapt(rmap, map_uri=map_uri or labelled)
     check = None
     if predictor is not None:  # refuse an overlapping store before any work (heimdall.eval.provenance)
         store = SessionStore.open(data, storage_options=storage_options)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -15,7 +16,14 @@ class MapsConfig(BaseModel):
 
     The field's hyper-parameters (σ, correlation distance, nugget) are
     estimated from the labels; ``prior_*`` values are used only below
-    ``min_labels`` labelled sessions.
+    ``min_labels`` labelled sessions. ``pathloss_shape``: ``fitted`` fits each
+    receiver's whole path-loss law (intercepts, exponent, exponent changes) to
+    the labels; ``prior`` keeps the shape of the prior law (averaged over the
+    transmitter heights, as a pretrained model's ``map_prior`` gives it) and fits
+    only each receiver's 2 m and 70 cm intercepts. ``sigma_power_dof`` divides the
+    variogram's σ² by the share of the field each session's estimated power leaves in
+    the residuals (:func:`heimdall.maps.fit.power_dof_factor`) before the final fields
+    are kriged.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -33,6 +41,8 @@ class MapsConfig(BaseModel):
     max_label_radius_m: float = Field(1000.0, gt=0.0)
     pathloss_knots_km: tuple[float, ...] = (10.0, 20.0, 40.0, 80.0)
     pathloss_ridge: float = Field(1.0, ge=0.0)
+    pathloss_shape: Literal["fitted", "prior"] = "fitted"
+    sigma_power_dof: bool = False
     min_nugget_db: float = Field(0.3, gt=0.0)
     prior_sigma_db: float = Field(9.0, gt=0.0)
     prior_corr_km: float = Field(10.0, gt=0.0)

@@ -10,7 +10,9 @@ into the data, :mod:`heimdall.maps.observations`) of receiver i in session b:
   centre of the published power range (only differences matter to a
   localiser, which marginalises P);
 - g_i: the median path loss with its intercept (gain, site and clutter
-  offsets), :mod:`heimdall.maps.pathloss`;
+  offsets), :mod:`heimdall.maps.pathloss`: the whole law fitted per receiver
+  (``pathloss_shape: fitted``), or the prior law's shape kept and only the
+  2 m and 70 cm intercepts fitted (``prior``: a pretrained model's law);
 - s_i: the receiver's spatial field per band (2 m, 70 cm), zero-mean Gaussian
   process with exponential covariance whose σ, ℓ and nugget τ are estimated
   from the residuals' same-band empirical variogram (:mod:`heimdall.maps.kriging`),
@@ -48,9 +50,24 @@ from scipy.stats import chi2
 
 from heimdall.maps.config import MapsConfig
 from heimdall.maps.grid import MapGrid
-from heimdall.maps.kriging import FieldHyper, cross_band_corr, empirical_variogram, fit_variogram, krige
+from heimdall.maps.kriging import (
+    FieldHyper,
+    cross_band_corr,
+    empirical_variogram,
+    fit_variogram,
+    krige,
+    mean_variance,
+    trend_variance,
+)
 from heimdall.maps.observations import BANDS, CLIPPED, HEARD, SILENT, LabelledObservations
-from heimdall.maps.pathloss import design, fit_coefficients, prior_gain_db
+from heimdall.maps.pathloss import (
+    design,
+    fit_coefficients,
+    fit_intercepts,
+    height_averaged_gain_db,
+    prior_gain_db,
+    prior_shape_coefficients,
+)
 from heimdall.network import Network
 
 #: Lag bins of the empirical variogram, km.
@@ -374,7 +391,10 @@ def _iterate(
         coef = st.coef.copy()
         for i in range(rx_km.shape[0]):
             ok = fit_use[:, i]
-            if ok.sum() >= x.shape[2] + 2:
+            if cfg.pathloss_shape == "prior":
+                if ok.sum() >= 2:
+                    coef[i] = fit_intercepts(x[ok, i], t[ok, i] - st.s_loo[ok, i], st.coef[i])
+            elif ok.sum() >= x.shape[2] + 2:
                 coef[i] = fit_coefficients(x[ok, i], t[ok, i] - st.s_loo[ok, i], cfg.pathloss_ridge)
         g = np.einsum("nrp,rp->nr", x, coef)
         z = np.where(use, t - g, 0.0)
@@ -422,6 +442,26 @@ def _iterate(
     return st, z, nug, use & ~out[:, None], out
 
 
+def power_dof_factor(state: NDArray[np.int8], outliers: NDArray[np.bool_] | None = None) -> float:
+    """Share of a field's variance left in the residuals once each session's power is estimated.
+
+    A session's power is estimated from its n_b heard receivers, so it absorbs their mean
+    field: with independent fields of variance σ² per receiver, a heard residual keeps
+    σ² (1 − 1/n_b) (equal weights). Returns the mean of 1 − 1/n_b over the heard entries
+    of the sessions kept (1 if none): the factor by which the residuals' variogram sill
+    understates σ². Sessions with one heard receiver count 0 (their residual is all power).
+    Floored at 1/4 (σ at most doubled) against labels almost all heard by one receiver.
+    """
+    heard = state == HEARD
+    if outliers is not None:
+        heard = heard & ~outliers[:, None]
+    n_b = heard.sum(axis=1)
+    if n_b.sum() == 0:
+        return 1.0
+    per_entry = np.repeat(1.0 - 1.0 / np.maximum(n_b, 1), n_b)
+    return float(max(np.mean(per_entry), 0.25))
+
+
 def calibrated_nugget_db(
     resid_db: NDArray[np.float64],
     field_var_db2: NDArray[np.float64],
@@ -461,9 +501,14 @@ def _initial_state(
     """Start: the prior path loss, P_b from the heard receivers under it (or the known powers)."""
     rx_km = network.positions_km
     d = _distances(obs.pos_km, rx_km)
-    g0 = prior_gain_db(
-        d, cfg.prior_tx_height_m, network.heights_m[None, :], cfg.prior_exponents, cfg.prior_clutter_db
-    )
+    if cfg.pathloss_shape == "prior":
+        g0 = height_averaged_gain_db(
+            d, cfg.tx_height_range_m, network.heights_m[None, :], cfg.prior_exponents, cfg.prior_clutter_db
+        )
+    else:
+        g0 = prior_gain_db(
+            d, cfg.prior_tx_height_m, network.heights_m[None, :], cfg.prior_exponents, cfg.prior_clutter_db
+        )
     heard = obs.state == HEARD
     if known_power is None:
         power = np.nansum(np.where(heard, obs.y_db - g0, 0.0), axis=1) / np.maximum(heard.sum(axis=1), 1)
@@ -472,7 +517,13 @@ def _initial_state(
     else:
         power = np.asarray(known_power, dtype=np.float64)
     x = design(d, cfg.pathloss_knots_km, obs.band[:, None])
-    coef = np.stack([fit_coefficients(x[:, i], g0[:, i], cfg.pathloss_ridge) for i in range(len(rx_km))])
+    if cfg.pathloss_shape == "prior":
+        coef = prior_shape_coefficients(
+            network.heights_m, cfg.pathloss_knots_km, cfg.tx_height_range_m, cfg.prior_exponents,
+            cfg.prior_clutter_db,
+        )  # fmt: skip
+    else:
+        coef = np.stack([fit_coefficients(x[:, i], g0[:, i], cfg.pathloss_ridge) for i in range(len(rx_km))])
     hyper = FieldHyper(cfg.prior_sigma_db, cfg.prior_corr_km, cfg.prior_nugget_db)
     n, r = obs.y_db.shape
     return _State(power, coef, hyper, np.zeros((n, r)), np.full((n, r), hyper.sigma_db**2))
@@ -487,19 +538,54 @@ def _grid_fields(
     grid: MapGrid,
     cfg: MapsConfig,
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Kriged field mean and variance on the grid, (bands, R, n_north, n_east) dB and dB².
+
+    With ``pathloss_shape: prior`` the intercepts are the only trend estimated from the
+    labels, and their error is added to the variance where the labels do not pin it
+    (:func:`heimdall.maps.kriging.trend_variance`): far from clustered labels a receiver's
+    level is known no better than the labels' mean field.
+    """
     pts = grid.points_km
     r = z.shape[1]
     mean = np.zeros((len(BANDS), r, *grid.shape), np.float32)
     var = np.zeros((len(BANDS), r, *grid.shape), np.float32)
-    for q in range(len(BANDS)):
-        for i in range(r):
-            ok = np.flatnonzero(use[:, i])
-            m, v = krige(
+    rng = np.random.default_rng(cfg.holdout_seed)
+    trend = cfg.pathloss_shape == "prior"
+    for i in range(r):
+        ok = np.flatnonzero(use[:, i])
+        level = _level_variances(obs, ok, nug[:, i], hyper, cfg, rng) if trend else [0.0] * len(BANDS)
+        for q in range(len(BANDS)):
+            m, v, wsum = krige(
                 obs.pos_km[ok], z[ok, i], nug[ok, i], pts, hyper, cfg.neighbours,
                 cfg.max_corr_multiple * hyper.corr_km, train_band=obs.band[ok], query_band=q,
+                with_weight_sums=True,
             )  # fmt: skip
+            if trend:
+                v = v + trend_variance(wsum, level[q], level[1 - q])
             mean[q, i], var[q, i] = m.reshape(grid.shape), v.reshape(grid.shape)
     return mean, var
+
+
+def _level_variances(
+    obs: LabelledObservations,
+    used: NDArray[np.int64],
+    nug: NDArray[np.float64],
+    hyper: FieldHyper,
+    cfg: MapsConfig,
+    rng: np.random.Generator,
+) -> list[float]:
+    """Error variance (dB²) of one receiver's 2 m and 70 cm intercepts fitted to the labels ``used``.
+
+    A band without labels takes the other band's level (the 70 cm change is held at 0):
+    its error is the other's plus a prior σ² for the band's own gain difference.
+    """
+    per_band: list[float | None] = []
+    for q in range(len(BANDS)):
+        sel = used[obs.band[used] == q]
+        per_band.append(mean_variance(obs.pos_km[sel], nug[sel], hyper, rng) if sel.size else None)
+    known = [v for v in per_band if v is not None]
+    fallback = (min(known) if known else 0.0) + cfg.prior_sigma_db**2
+    return [fallback if v is None else v for v in per_band]
 
 
 def holdout_metrics(m: RadioMap, obs: LabelledObservations) -> dict[str, float]:
@@ -612,6 +698,9 @@ def fit_radio_map(
     st, z, nug, use, outliers = _iterate(
         fit_obs, network.positions_km, start, cfg, iterations, hyper is None, known_power_dbm is not None
     )
+    if cfg.sigma_power_dof and hyper is None and known_power_dbm is None:
+        f = power_dof_factor(fit_obs.state, outliers)
+        st = replace(st, hyper=replace(st.hyper, sigma_db=st.hyper.sigma_db / np.sqrt(f)))
     mean, var = _grid_fields(fit_obs, z, nug, use, st.hyper, grid, cfg)
     out = RadioMap(
         network, grid, st.hyper, st.coef, tuple(cfg.pathloss_knots_km), mean, var, cfg, fit_obs, st.power,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from heimdall.posterior.likelihood import HEIGHT_NODES, height_nodes
 from heimdall.sim.propagation import median_path_loss_db
 
 #: Distances below this are clamped (km): the law is not meant for the near field.
@@ -32,6 +33,10 @@ def design(
     cols = [np.ones_like(ld), -10.0 * ld] + [-10.0 * np.maximum(0.0, ld - np.log10(k)) for k in knots_km]
     cols.append(np.broadcast_to(np.asarray(band, dtype=np.float64), ld.shape))
     return np.stack(cols, axis=-1)
+
+
+#: Distances (km) on which a prior law is projected onto :func:`design`'s basis.
+SHAPE_DISTANCES_KM = np.geomspace(MIN_DISTANCE_KM, 400.0, 200)
 
 
 def fit_coefficients(x: NDArray[np.float64], t: NDArray[np.float64], ridge: float) -> NDArray[np.float64]:
@@ -56,3 +61,61 @@ def prior_gain_db(
         -median_path_loss_db(distance_km, 1.0, tx_height_m, rx_height_m, exponents[0], exponents[1])
         - clutter_db
     )
+
+
+def fit_intercepts(
+    x: NDArray[np.float64], t: NDArray[np.float64], coef: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Refit only the intercepts (2 m and the 70 cm change) of ``coef`` (p,); the law's shape is kept.
+
+    Least squares of ``t`` (n,) − shape on the columns 1 and [band is 70 cm] of ``x`` (n, p).
+    """
+    shape = x[:, 1:-1] @ coef[1:-1]
+    cols = x[:, [0, -1]]
+    a = cols.T @ cols + np.diag([1e-9, 1e-3])  # the band change is defined when one band has no labels
+    out = coef.copy()
+    out[[0, -1]] = np.linalg.solve(a, cols.T @ (t - shape))
+    return out
+
+
+def height_averaged_gain_db(
+    distance_km: NDArray[np.float64],
+    tx_height_range_m: tuple[float, float],
+    rx_height_m: NDArray[np.float64],
+    exponents: tuple[float, float],
+    clutter_db: float,
+) -> NDArray[np.float64]:
+    """:func:`prior_gain_db` averaged (in dB) over the transmitter heights, as the grid model does.
+
+    The heights and weights are the likelihood's quadrature nodes over ``tx_height_range_m``
+    (:func:`heimdall.posterior.likelihood.height_nodes`), so that a map whose law is this
+    average reproduces the no-map model's median law.
+    """
+    heights, log_w = height_nodes(*tx_height_range_m, HEIGHT_NODES)
+    w = np.exp(log_w)
+    return sum(
+        wk * prior_gain_db(distance_km, float(h), rx_height_m, exponents, clutter_db)
+        for h, wk in zip(heights, w, strict=True)
+    )
+
+
+def prior_shape_coefficients(
+    rx_height_m: NDArray[np.float64],
+    knots_km: tuple[float, ...],
+    tx_height_range_m: tuple[float, float],
+    exponents: tuple[float, float],
+    clutter_db: float,
+) -> NDArray[np.float64]:
+    """(R, 3 + K) coefficients of the height-averaged prior law of each receiver on :func:`design`'s basis.
+
+    Projected by least squares over :data:`SHAPE_DISTANCES_KM` (log-spaced, so every
+    decade of distance counts alike), independently of where labels lie.
+    """
+    x = design(SHAPE_DISTANCES_KM, knots_km)
+    out = []
+    for h in np.asarray(rx_height_m, dtype=np.float64):
+        g = height_averaged_gain_db(
+            SHAPE_DISTANCES_KM, tx_height_range_m, np.float64(h), exponents, clutter_db
+        )
+        out.append(fit_coefficients(x, g, ridge=0.0))
+    return np.stack(out)

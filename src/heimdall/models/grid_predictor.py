@@ -256,7 +256,11 @@ def map_prior(metadata: dict[str, Any]) -> dict[str, Any]:
 
     ``map fit --model M`` starts from what the model learnt on the families: the breakpoint
     exponents, clutter loss, σ of the unknown field and per-capture σ (used where labels
-    are too few to estimate them).
+    are too few to estimate them). The learnt law's shape is kept (``pathloss_shape:
+    prior``): the labels fit each receiver's 2 m and 70 cm intercepts and its field, not
+    a new law, which clustered labels would bend far from where they lie; the field's σ
+    is corrected for the degree of freedom each session's power takes (``sigma_power_dof``;
+    docs/MAPS.md).
     """
     params = (metadata.get("model") or {}).get("parameters")
     if not params:
@@ -266,6 +270,8 @@ def map_prior(metadata: dict[str, Any]) -> dict[str, Any]:
         "prior_clutter_db": float(params["clutter_db"]),
         "prior_sigma_db": float(np.exp(params["log_field_sigma_db"])),
         "prior_nugget_db": float(np.exp(params["log_nugget_db"])),
+        "pathloss_shape": "prior",
+        "sigma_power_dof": True,
     }
 
 
