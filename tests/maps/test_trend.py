@@ -135,3 +135,20 @@ def test_power_dof_factor_is_the_variance_left_by_an_estimated_power() -> None:
     assert np.mean(resid**2) == pytest.approx(64.0 * power_dof_factor(state), rel=0.02)
     dropped = n_heard == 1
     assert power_dof_factor(state, dropped) > power_dof_factor(state)
+
+
+@pytest.mark.slow
+def test_sigma_power_dof_divides_the_estimated_sigma(network) -> None:
+    """``sigma_power_dof``: the same fit, σ divided by √(power_dof_factor); off, or σ given, it is not."""
+    rng = np.random.default_rng(4)
+    pos = np.column_stack([rng.uniform(-60, 40, 300), rng.uniform(-40, 40, 300)])
+    obs, _ = synth(network, pos, smooth_field, rng, noise_db=2.0)
+    cfg = MapsConfig(pathloss_shape="prior", holdout_fraction=0.0, outlier_p_value=0.0)
+    plain = fit_radio_map(obs, network, cfg)
+    fixed = fit_radio_map(obs, network, cfg.model_copy(update={"sigma_power_dof": True}))
+    f = power_dof_factor(obs.state)
+    assert f < 1.0
+    assert fixed.hyper.sigma_db == pytest.approx(plain.hyper.sigma_db / np.sqrt(f), rel=1e-12)
+    assert fixed.hyper.nugget_db == plain.hyper.nugget_db
+    given = fit_radio_map(obs, network, cfg.model_copy(update={"sigma_power_dof": True}), hyper=HYPER)
+    assert given.hyper.sigma_db == HYPER.sigma_db

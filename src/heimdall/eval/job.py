@@ -14,7 +14,7 @@ from heimdall.eval.report import log_to_mlflow, write_report
 from heimdall.eval.threads import MODEL_THREADS
 from heimdall.maps.artifact import load_map
 from heimdall.maps.estimator import RadioMapLocator
-from heimdall.maps.job import fit_map_from_store
+from heimdall.maps.job import fit_map_from_store, fit_maps_from_store
 
 
 def load_any_predictor(
@@ -35,17 +35,33 @@ def load_any_predictor(
     )
 
 
-def _radio_map(
-    labelled: str | None, map_uri: str | None, storage_options: dict[str, Any] | None
-) -> RadioMapLocator | None:
-    """The radio-map estimator: fitted from ``labelled`` (as ``map fit``), or loaded from ``map_uri``."""
+def _radio_maps(
+    labelled: str | None,
+    map_uri: str | None,
+    storage_options: dict[str, Any] | None,
+    predictor: PredictorLike | None,
+) -> tuple[RadioMapLocator | None, Any]:
+    """The radio-map estimator and the map the model adapts to (None: no map, or a model that cannot).
+
+    From ``labelled`` both are fitted from one measurement of the store: ``radio_map_kriging``'s
+    as ``map fit``, the model's as ``map fit --model`` (its learnt law is the prior). From
+    ``map_uri`` both are that map.
+    """
     if labelled is not None and map_uri is not None:
         raise HeimdallError("give --labelled (fit a radio map) or --map (reuse a fit), not both")
+    adapts = predictor is not None and hasattr(predictor, "adapt")
     if labelled is not None:
-        return RadioMapLocator(fit_map_from_store(labelled, storage_options=storage_options))
+        if not adapts:
+            return RadioMapLocator(fit_map_from_store(labelled, storage_options=storage_options)), None
+        from heimdall.models.grid_predictor import map_prior
+
+        plain, own = fit_maps_from_store(labelled, [None, map_prior(predictor.metadata)],
+                                         storage_options=storage_options)  # fmt: skip
+        return RadioMapLocator(plain), own
     if map_uri is not None:
-        return RadioMapLocator(load_map(map_uri, storage_options)[0])
-    return None
+        rmap = load_map(map_uri, storage_options)[0]
+        return RadioMapLocator(rmap), rmap if adapts else None
+    return None, None
 
 
 def run_evaluation(
@@ -111,15 +127,9 @@ def run_evaluation(
             f"--labelled: the model {model!r} cannot adapt to labelled sessions (a Gaussian network has no "
             "radio map to fit); drop --model to score the baselines with radio_map_kriging"
         )
-    radio_map = _radio_map(labelled, map_uri, storage_options)
-    if predictor is not None and radio_map is not None and hasattr(predictor, "adapt"):
-        rmap = radio_map.rmap
-        if labelled is not None:  # the code path of `map fit --model`: the model's law is the prior
-            from heimdall.models.grid_predictor import map_prior
-
-            prior = map_prior(predictor.metadata)
-            rmap = fit_map_from_store(labelled, storage_options=storage_options, prior=prior)
-        predictor = predictor.adapt(rmap, map_uri=map_uri or labelled)
+    radio_map, model_map = _radio_maps(labelled, map_uri, storage_options, predictor)
+    if model_map is not None:
+        predictor = predictor.adapt(model_map, map_uri=map_uri or labelled)
     check = None
     if predictor is not None:  # refuse an overlapping store before any work (heimdall.eval.provenance)
         store = SessionStore.open(data, storage_options=storage_options)

@@ -516,13 +516,13 @@ def _initial_state(
             power += 0.5 * sum(cfg.power_range_dbm) - float(np.mean(power))
     else:
         power = np.asarray(known_power, dtype=np.float64)
-    x = design(d, cfg.pathloss_knots_km, obs.band[:, None])
     if cfg.pathloss_shape == "prior":
         coef = prior_shape_coefficients(
             network.heights_m, cfg.pathloss_knots_km, cfg.tx_height_range_m, cfg.prior_exponents,
             cfg.prior_clutter_db,
         )  # fmt: skip
     else:
+        x = design(d, cfg.pathloss_knots_km, obs.band[:, None])
         coef = np.stack([fit_coefficients(x[:, i], g0[:, i], cfg.pathloss_ridge) for i in range(len(rx_km))])
     hyper = FieldHyper(cfg.prior_sigma_db, cfg.prior_corr_km, cfg.prior_nugget_db)
     n, r = obs.y_db.shape

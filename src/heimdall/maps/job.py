@@ -29,11 +29,29 @@ def fit_map_from_store(
     With ``previous`` only the sessions it does not hold are added (``map fit --update``).
     ``prior`` overrides settings (e.g. a pretrained model's ``prior_*`` law and statistics).
     """
+    return fit_maps_from_store(store, [prior], network, config, previous, storage_options)[0]
+
+
+def fit_maps_from_store(
+    store: str,
+    priors: list[dict[str, Any] | None],
+    network: str | None = None,
+    config: str | Path | None = None,
+    previous: RadioMap | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> list[RadioMap]:
+    """:func:`fit_map_from_store` once per entry of ``priors`` (None: the settings as they are).
+
+    The store is read and its captures measured once for all the fits (``evaluate --model
+    --labelled`` fits ``radio_map_kriging``'s map and the model's own from the same labels).
+    """
     net = load_network(network) if network else (previous.network if previous is not None else None)
     cfg = load_maps_config(config) if config else (previous.config if previous is not None else MapsConfig())
-    if prior:
-        cfg = MapsConfig.model_validate({**cfg.model_dump(), **prior})
-    obs, net = observations_from_store(store, net, storage_options, max_label_radius_m=cfg.max_label_radius_m)
+    cfgs = [MapsConfig.model_validate({**cfg.model_dump(), **p}) if p else cfg for p in priors]
+    radius = {c.max_label_radius_m for c in cfgs}
+    if len(radius) != 1:
+        raise ValueError("fits from one measurement need one max_label_radius_m")
+    obs, net = observations_from_store(store, net, storage_options, max_label_radius_m=radius.pop())
     if previous is not None:
         if previous.network.ids != net.ids:
             raise HeimdallError(f"{store}: receivers {net.ids} differ from the map's {previous.network.ids}")
@@ -41,7 +59,7 @@ def fit_map_from_store(
         obs = obs.select(np.array([s not in known for s in obs.session_id.tolist()], dtype=bool))
         if len(obs) == 0:
             raise HeimdallError(f"{store}: no labelled sessions that the previous map does not hold")
-    return fit_radio_map(obs, net, cfg, previous=previous)
+    return [fit_radio_map(obs, net, c, previous=previous) for c in cfgs]
 
 
 def run_map_fit(

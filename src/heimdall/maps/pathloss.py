@@ -68,13 +68,13 @@ def fit_intercepts(
 ) -> NDArray[np.float64]:
     """Refit only the intercepts (2 m and the 70 cm change) of ``coef`` (p,); the law's shape is kept.
 
-    Least squares of ``t`` (n,) − shape on the columns 1 and [band is 70 cm] of ``x`` (n, p).
+    Least squares of ``t`` (n,) − shape on the columns 1 and [band is 70 cm] of ``x`` (n, p),
+    by :func:`fit_coefficients` (its small ridge defines the band change when one band has
+    no labels).
     """
     shape = x[:, 1:-1] @ coef[1:-1]
-    cols = x[:, [0, -1]]
-    a = cols.T @ cols + np.diag([1e-9, 1e-3])  # the band change is defined when one band has no labels
     out = coef.copy()
-    out[[0, -1]] = np.linalg.solve(a, cols.T @ (t - shape))
+    out[[0, -1]] = fit_coefficients(x[:, [0, -1]], t - shape, ridge=0.0)
     return out
 
 
