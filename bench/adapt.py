@@ -24,7 +24,9 @@ shape is kept: :func:`heimdall.models.grid_predictor.map_prior`), beside ``radio
 that the paired bootstrap interval of the median-error difference model − radio_map_kriging
 (model − rss_ml at N = 0) is on the same sessions. Cached per N and checkpoint
 (``*-model-<tag>.json``, with the per-session errors), with both fit times and the model's
-seconds per session.
+seconds per session. ``--model-map kriging`` adapts the model to ``radio_map_kriging``'s own
+map instead (cached as ``*-kriging-map.json``): given the same map the two localisers should
+agree, so whatever separates their rows otherwise is the map.
 """
 
 from __future__ import annotations
@@ -180,7 +182,8 @@ def run_world(world: int, args: argparse.Namespace) -> dict:
     for n in ns:
         obs = obs_all.select(slice(0, n))
         if args.model_predictor is not None:
-            mpath = root / f"{args.labels}-N{n}-test{args.test}-model-{args.model_tag}.json"
+            suffix = "" if args.model_map == "own" else "-kriging-map"
+            mpath = root / f"{args.labels}-N{n}-test{args.test}-model-{args.model_tag}{suffix}.json"
             if not mpath.exists():
                 t = time.perf_counter()
                 m = fit_radio_map(obs, net, cfg)
@@ -189,7 +192,7 @@ def run_world(world: int, args: argparse.Namespace) -> dict:
                 own_cfg = MapsConfig.model_validate(
                     {**cfg.model_dump(), **map_prior(args.model_predictor.metadata)}
                 )
-                own = fit_radio_map(obs, net, own_cfg)
+                own = fit_radio_map(obs, net, own_cfg) if args.model_map == "own" else m
                 fit_s["model"] = time.perf_counter() - t
                 row = model_row(args.model_predictor, own, m, n, fit_s, test)
                 row["checkpoint"] = args.model_label
@@ -269,6 +272,13 @@ def main() -> None:
         "--model", default=None, help="grid-posterior checkpoint (default: the untrained start model)"
     )
     p.add_argument("--no-model", action="store_true", help="skip the production model rows")
+    p.add_argument(
+        "--model-map",
+        choices=("own", "kriging"),
+        default="own",
+        help="adapt the model to its own map (map fit --model; default) or to radio_map_kriging's "
+        "map (a check that the two localisers agree given the same map)",
+    )
     args = p.parse_args()
     args.model_predictor, args.model_tag, args.model_label = None, "", ""
     if not args.no_model:
@@ -294,7 +304,8 @@ def main() -> None:
                          f"{s['log_score']:>9.2f}")  # fmt: skip
             print(f"{'':>6} {name:<18} {s['median_km']:>12.1f}{extra}")
         if res["model"]:
-            print_model(res, args.model_label)
+            which = "" if args.model_map == "own" else ", adapted to radio_map_kriging's map"
+            print_model(res, args.model_label + which)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,123 @@
+"""Benchmark: is a radio map's variance right, and where? Standardised residuals by distance from the labels.
+
+Usage::
+
+    .venv/bin/python bench/map_calibration.py --model CKPT [--worlds 101] [--network nw-italy] [--n 3000]
+        [--labels clustered] [--root bench-out/adapt] [--json PATH]
+
+Reads the labelled and test stores that ``bench/adapt.py`` simulated under ``--root`` (run it
+first), fits ``radio_map_kriging``'s map (every path-loss coefficient from the labels) and the
+model's map (``map fit --model``: :func:`heimdall.models.grid_predictor.map_prior`) from the first
+N labels, and at every heard receiver of every test session compares the measured power with
+the map's prediction at the true position with the **true** transmit power (bench-only: the
+simulator's bookkeeping). The fit anchors the power level at the centre of the power range, so
+one offset (the mean residual over all heard test captures) is removed first. Per band of
+distance from the nearest label: the mean of z² = r² / (field variance + τ²) (1 when the map's
+variance is right; above 1: the map is too sure), the RMS residual r and the RMS predicted
+standard deviation, dB. This is what the posterior's HPD coverage rests on, one receiver at a
+time, without the localiser in between.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from heimdall.data.store import SessionStore
+from heimdall.maps.config import MapsConfig
+from heimdall.maps.fit import RadioMap, fit_radio_map
+from heimdall.maps.observations import HEARD, LabelledObservations, observations_from_store
+from heimdall.models.grid_predictor import map_prior
+from heimdall.sim import WorldConfig
+
+#: Distance bands from the nearest label, km.
+BANDS_KM = ((0.0, 2.0), (2.0, 5.0), (5.0, 10.0), (10.0, 20.0), (20.0, np.inf))
+
+
+def nearest_label_km(points_km: np.ndarray, labels_km: np.ndarray, chunk: int = 512) -> np.ndarray:
+    """(M,) distance of each point to its nearest label, km."""
+    out = np.empty(len(points_km))
+    for a in range(0, len(points_km), chunk):
+        p = points_km[a : a + chunk]
+        out[a : a + chunk] = np.min(np.hypot(*(p[:, None, :] - labels_km[None]).transpose(2, 0, 1)), axis=1)
+    return out
+
+
+def calibration_by_distance(
+    m: RadioMap, test: LabelledObservations, power_dbm: np.ndarray, dist_km: np.ndarray
+) -> list[dict]:
+    """Per distance band: heard captures, mean z², RMS residual and RMS predicted sd (dB)."""
+    mean, var = m.predict(test.pos_km, test.band)
+    heard = test.state == HEARD
+    r = test.y_db - power_dbm[:, None] - mean.T
+    r = r - np.sum(np.where(heard, r, 0.0)) / heard.sum()
+    total = var.T + m.hyper.nugget_db**2
+    rows = []
+    for lo, hi in BANDS_KM:
+        sel = heard & ((dist_km >= lo) & (dist_km < hi))[:, None]
+        if not sel.any():
+            continue
+        rows.append({"from_km": lo, "to_km": None if np.isinf(hi) else hi, "captures": int(sel.sum()),
+                     "mean_z2": float(np.mean(r[sel] ** 2 / total[sel])),
+                     "rms_residual_db": float(np.sqrt(np.mean(r[sel] ** 2))),
+                     "rms_predicted_sd_db": float(np.sqrt(np.mean(total[sel])))})  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="grid-posterior checkpoint (its law: the map's prior)")
+    p.add_argument("--worlds", default="101")
+    p.add_argument("--network", default="nw-italy")
+    p.add_argument("--n", type=int, default=3000)
+    p.add_argument("--labels", choices=("clustered", "uniform"), default="clustered")
+    p.add_argument("--root", default="bench-out/adapt")
+    p.add_argument("--json", default=None, help="write the table here as JSON")
+    args = p.parse_args()
+    from heimdall.export.predictor import load_predictor
+
+    prior = map_prior(load_predictor(args.model).metadata)
+    results = {}
+    for world in (int(w) for w in args.worlds.split(",")):
+        root = Path(args.root) / f"{args.network}-w{world}"
+        lab = root / f"labelled-{args.labels}"
+        if not (lab / "heimdall-store.json").exists() or not (root / "test" / "heimdall-store.json").exists():
+            raise SystemExit(f"{root}: no labelled or test store; run bench/adapt.py for this world first")
+        obs_all, net = observations_from_store(str(lab))
+        if len(obs_all) < args.n:
+            raise SystemExit(f"{lab}: {len(obs_all)} labelled sessions, fewer than --n {args.n}")
+        obs = obs_all.select(slice(0, args.n))
+        test, _ = observations_from_store(str(root / "test"), net)
+        table = SessionStore.open(str(root / "test")).sessions_table()
+        power = dict(zip(table.column("session_id").to_pylist(), table.column("tx_power_dbm").to_pylist(),
+                         strict=True))  # fmt: skip
+        p_true = np.array([power[s] for s in test.session_id.tolist()])
+        wcfg = WorldConfig.model_validate(SessionStore.open(str(lab)).metadata["world"])
+        cfg = MapsConfig(power_range_dbm=(wcfg.tx_power_dbm_min, wcfg.tx_power_dbm_max))
+        dist = nearest_label_km(test.pos_km, obs.pos_km)
+        world_rows = {}
+        for name, c in (("radio_map_kriging", cfg), ("model", cfg.model_copy(update=prior))):
+            m = fit_radio_map(obs, net, c)
+            world_rows[name] = {"sigma_db": m.hyper.sigma_db, "nugget_db": m.hyper.nugget_db,
+                                "bands": calibration_by_distance(m, test, p_true, dist)}  # fmt: skip
+        results[f"{args.network}-w{world}"] = world_rows
+        print(f"\n{args.network}, world {world}: {args.n} {args.labels} labels, {len(test)} test sessions "
+              f"(z² = residual² / (field variance + τ²) at the truth, true power; ideal 1)")  # fmt: skip
+        print(f"{'map':<18} {'σ dB':>5} {'τ dB':>5} {'from label km':>14} {'captures':>9} {'mean z²':>8} "
+              f"{'RMS resid dB':>13} {'RMS sd dB':>10}")  # fmt: skip
+        for name, row in world_rows.items():
+            for b in row["bands"]:
+                lo, hi = b["from_km"], b["to_km"]
+                span = f"{lo:.0f}–{hi:.0f}" if hi is not None else f"≥ {lo:.0f}"
+                print(f"{name:<18} {row['sigma_db']:>5.2f} {row['nugget_db']:>5.2f} {span:>14} "
+                      f"{b['captures']:>9} {b['mean_z2']:>8.2f} {b['rms_residual_db']:>13.1f} "
+                      f"{b['rms_predicted_sd_db']:>10.1f}")  # fmt: skip
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
