@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import threading
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
@@ -40,6 +41,30 @@ def test_local_round_trip_bit_exact(
     assert [b.n_sessions for b in store.iter_shards()] == [5, 2, 5]
     prov = store.provenance
     assert prov["heimdall_version"] and prov["created_utc"].startswith("20")
+
+
+def test_prefetched_shards_are_the_same_stream(
+    assert_same: AssertSame, tmp_path: Path, sessions12: SessionBatch
+) -> None:
+    """``iter_shards(prefetch=True)``: the same shards in the same order; stopping early leaves no
+    reader thread behind; a shard that cannot be read fails the iteration where it comes."""
+    write_three_shards(str(tmp_path / "ds"), sessions12)
+    store = SessionStore.open(tmp_path / "ds")
+    assert [b.n_sessions for b in store.iter_shards(prefetch=True)] == [5, 2, 5]
+    assert_same(SessionBatch.concat(list(store.iter_shards(prefetch=True))), sessions12)
+    before = threading.active_count()
+    shards = store.iter_shards(prefetch=True)
+    assert_same(next(shards), sessions12.select(slice(0, 5)))
+    shards.close()
+    assert threading.active_count() == before
+    fresh = SessionStore.open(tmp_path / "ds")  # no tables cached yet
+    victim = sorted((tmp_path / "ds").rglob("sessions.parquet"))[1]
+    victim.unlink()
+    got = []
+    with pytest.raises(HeimdallError, match="missing or corrupt"):
+        for batch in fresh.iter_shards(prefetch=True):
+            got.append(batch.n_sessions)
+    assert got == [5]
 
 
 def test_s3_round_trip_matches_local(

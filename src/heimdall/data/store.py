@@ -34,6 +34,7 @@ import re
 import secrets
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -422,10 +423,25 @@ class SessionStore:
             self._cache.popitem(last=False)
         return batch
 
-    def iter_shards(self) -> Iterator[SessionBatch]:
-        """Stream the dataset shard by shard, in shard order (each shard keeps its own receiver count)."""
-        for pos in range(len(self._commits)):
-            yield self._cache[pos] if pos in self._cache else self._batch_at(pos, None)
+    def iter_shards(self, prefetch: bool = False) -> Iterator[SessionBatch]:
+        """Stream the dataset shard by shard, in shard order (each shard keeps its own receiver count).
+
+        ``prefetch``: the next shard is read in a background thread while the caller works
+        on this one (reading and decompressing IQ overlaps the caller's numpy work, both
+        mostly outside the GIL); a caller that stops early has had one shard read in vain.
+        """
+        shards = (
+            self._cache[pos] if pos in self._cache else self._batch_at(pos, None)
+            for pos in range(len(self._commits))
+        )
+        if not prefetch:
+            yield from shards
+            return
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            ahead = pool.submit(next, shards, None)
+            while (batch := ahead.result()) is not None:
+                ahead = pool.submit(next, shards, None)
+                yield batch
 
     def read(self, indices: Sequence[int] | np.ndarray) -> SessionBatch:
         """Sessions at global positions ``indices`` (0 .. len-1), in the order given.

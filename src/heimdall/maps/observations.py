@@ -227,7 +227,7 @@ def observations_from_store(
     store = SessionStore.open(uri, storage_options=storage_options)
     net = store_network(store, network)
     parts, done = [], 0
-    for shard in store.iter_shards():
+    for shard in store.iter_shards(prefetch=True):  # reading the next shard overlaps measuring this one
         total = len(store) if limit is None else min(limit, len(store))
         if done >= total:
             break
