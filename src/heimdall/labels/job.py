@@ -175,7 +175,7 @@ def run_label(
     reasons: Counter[str] = Counter()
     radii: list[float] = []
     n_truth = 0
-    for k, batch in enumerate(src.iter_shards()):
+    for k, batch in enumerate(src.iter_shards(prefetch=True)):  # reading overlaps decoding
         rel = f"labels/{k:06d}.json"
         summary = _load_record(dst, rel)
         if summary is None or (summary["n_accepted"] - summary["n_coarse"] > 0 and k not in committed):
