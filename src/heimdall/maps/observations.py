@@ -22,6 +22,10 @@ mode, per-receiver true power / SNR / state / clipping) is never read.
 
 from __future__ import annotations
 
+import os
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -207,6 +211,7 @@ def observations_from_store(
     storage_options: dict[str, Any] | None = None,
     limit: int | None = None,
     max_label_radius_m: float | None = None,
+    workers: int | None = None,
 ) -> tuple[LabelledObservations, Network]:
     """Every labelled session of a store (shard by shard), with the network used.
 
@@ -222,21 +227,52 @@ def observations_from_store(
         Read only the first ``limit`` sessions.
     max_label_radius_m
         Leave out labels whose 99 % radius (``label_radius_m``) is larger, m.
+    workers
+        Shards measured at once, in threads (the measurement is numpy work outside the
+        GIL; the next shard is read meanwhile); default the CPU count, at most
+        :data:`MAX_MEASURE_WORKERS`. The result does not depend on it.
 
     """
     store = SessionStore.open(uri, storage_options=storage_options)
     net = store_network(store, network)
-    parts, done = [], 0
-    for shard in store.iter_shards(prefetch=True):  # reading the next shard overlaps measuring this one
-        total = len(store) if limit is None else min(limit, len(store))
-        if done >= total:
-            break
-        batch = shard.select(slice(0, total - done)) if shard.n_sessions > total - done else shard
-        done += batch.n_sessions
-        if max_label_radius_m is not None:
-            batch = batch.select(np.flatnonzero(~(batch.label_radius_m > max_label_radius_m)))
-        parts.append(observations_from_batch(batch, net))
+    total = len(store) if limit is None else min(limit, len(store))
+    n_workers = max(1, workers or min(MAX_MEASURE_WORKERS, os.cpu_count() or 1))
+    parts = list(_measured(_first_sessions(store, total, max_label_radius_m), net, n_workers))
     obs = LabelledObservations.concat(parts) if parts else None
     if obs is None or len(obs) == 0:
         raise HeimdallError(f"{uri}: no labelled sessions (tx_lat_deg / tx_lon_deg) to fit a map from")
     return obs, net
+
+
+#: Most shards :func:`observations_from_store` measures at once (each holds a shard's IQ).
+MAX_MEASURE_WORKERS = 4
+
+
+def _first_sessions(
+    store: SessionStore, total: int, max_label_radius_m: float | None
+) -> Iterator[SessionBatch]:
+    """The store's first ``total`` sessions, shard by shard (the next shard read ahead)."""
+    done = 0
+    for shard in store.iter_shards(prefetch=True):
+        if done >= total:
+            return
+        batch = shard.select(slice(0, total - done)) if shard.n_sessions > total - done else shard
+        done += batch.n_sessions
+        if max_label_radius_m is not None:
+            batch = batch.select(np.flatnonzero(~(batch.label_radius_m > max_label_radius_m)))
+        yield batch
+
+
+def _measured(batches: Iterator[SessionBatch], net: Network, workers: int) -> Iterator[LabelledObservations]:
+    """:func:`observations_from_batch` of each batch, in order, ``workers`` at a time in threads."""
+    if workers == 1:
+        yield from (observations_from_batch(b, net) for b in batches)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque[Future[LabelledObservations]] = deque()
+        for batch in batches:
+            pending.append(pool.submit(observations_from_batch, batch, net))
+            if len(pending) >= workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
