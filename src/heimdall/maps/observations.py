@@ -205,6 +205,10 @@ def store_network(store: SessionStore, network: Network | None) -> Network:
     return Network.model_validate(meta)
 
 
+#: Most shards :func:`observations_from_store` measures at once (each holds a shard's IQ).
+MAX_MEASURE_WORKERS = 4
+
+
 def observations_from_store(
     uri: str,
     network: Network | None = None,
@@ -242,10 +246,6 @@ def observations_from_store(
     if obs is None or len(obs) == 0:
         raise HeimdallError(f"{uri}: no labelled sessions (tx_lat_deg / tx_lon_deg) to fit a map from")
     return obs, net
-
-
-#: Most shards :func:`observations_from_store` measures at once (each holds a shard's IQ).
-MAX_MEASURE_WORKERS = 4
 
 
 def _first_sessions(
