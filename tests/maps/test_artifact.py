@@ -12,7 +12,7 @@ from heimdall.data.session import HEARD, OFFLINE, SessionBatch
 from heimdall.data.store import SessionStore
 from heimdall.maps.artifact import load_map
 from heimdall.maps.estimator import radio_map_posterior
-from heimdall.maps.job import run_map_fit
+from heimdall.maps.job import fit_map_from_store, fit_maps_from_store, run_map_fit
 from heimdall.sim.simulate_job import run_simulation
 
 CONFIG = "min_labels: 10\nholdout_fraction: 0.2\niterations: 3\n"
@@ -91,6 +91,25 @@ def test_round_trip_s3(labelled: str, s3_bucket: str, tmp_path: Path) -> None:
     _check_round_trip(labelled, f"s3://{s3_bucket}/maps/v1", tmp_path, log=False)
 
 
+@pytest.mark.slow
+def test_one_measurement_serves_several_fits(labelled: str, tmp_path: Path) -> None:
+    """fit_maps_from_store: each map equals the one fitted on its own; settings that would read a
+    different set of labels (another max_label_radius_m) are refused before the store is read."""
+    cfg = tmp_path / "maps.yaml"
+    cfg.write_text(CONFIG)
+    prior = {"pathloss_shape": "prior", "sigma_power_dof": True}
+    plain, own = fit_maps_from_store(labelled, [None, prior], config=cfg)
+    for got, alone in ((plain, fit_map_from_store(labelled, config=cfg)),
+                       (own, fit_map_from_store(labelled, config=cfg, prior=prior))):  # fmt: skip
+        assert got.config == alone.config
+        np.testing.assert_array_equal(got.coef, alone.coef)
+        np.testing.assert_array_equal(got.field_var_db2, alone.field_var_db2)
+    assert own.config.pathloss_shape == "prior" and not np.array_equal(own.coef, plain.coef)
+    with pytest.raises(ValueError, match="max_label_radius_m"):
+        fit_maps_from_store(str(tmp_path / "no-store"), [None, {"max_label_radius_m": 10.0}])
+
+
+@pytest.mark.slow
 def test_missing_map_is_a_clear_error(tmp_path: Path) -> None:
     from heimdall.errors import HeimdallError
 
