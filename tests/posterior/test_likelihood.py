@@ -93,3 +93,39 @@ def test_censored_terms_are_added_where_they_can_matter() -> None:
     # a term of −60 at the two best cells and 0 elsewhere: the cut leaves the best at −60 < −30 − 20
     harsh = add_pruned(heard, lambda k, cols: np.where(cols < 2, -60.0, 0.0), prune_nats=30.0)
     np.testing.assert_array_equal(harsh, [[-60.0, -70.0, -40.0, -100.0]])
+
+
+@pytest.mark.parametrize("var_shape", ["shared", "per_height"])
+def test_log_posterior_with_field_variance_against_quadrature(var_shape: str) -> None:
+    """Heard receivers with a field variance v_i(x) under H heights: the grid log posterior is
+    log Σ_h w_h ∫ Π_i N(y_i; P0 + μ_ih(x), 1/w_i + v_ih(x)) dP0 / (hi − lo) (trapezoid rule over P0,
+    independent of the closed form), up to one constant per session (variance shared by the
+    heights, the weights computed once, or a different variance per height)."""
+    from heimdall.posterior.likelihood import log_posterior_grid
+
+    rng = np.random.default_rng(3)
+    b, r, g, h = 2, 4, 6, 3
+    w = rng.uniform(0.05, 0.3, (b, r))
+    w[1, 0] = 0.0  # one receiver not heard
+    obs = PowerObservations(
+        rng.normal(-60, 8, (b, r)), w, np.zeros((b, r)), np.zeros((b, r), np.int8), np.ones((b, r))
+    )
+    mean = rng.normal(-100, 6, (h, r, g))
+    var = rng.uniform(0.0, 30.0, (1, r, g) if var_shape == "shared" else (h, r, g))
+    log_w = np.log(np.array([0.2, 0.5, 0.3]))
+    lo, hi = 30.0, 50.0
+    got = log_posterior_grid(mean, var, obs, (lo, hi), log_weight=log_w)
+    p0 = np.linspace(lo, hi, 20001)
+    vb = np.broadcast_to(var, mean.shape)
+    for i in range(b):
+        want = np.empty(g)
+        for k in range(g):
+            like = np.zeros_like(p0)
+            for j in range(h):
+                heard = w[i] > 0
+                sd = np.sqrt(1.0 / w[i, heard] + vb[j, heard, k])
+                mu = p0[:, None] + mean[j, heard, k][None]
+                logpdf = stats.norm.logpdf(obs.y_db[i, heard][None], mu, sd).sum(axis=1)
+                like += np.exp(log_w[j] + logpdf)
+            want[k] = np.log(np.trapezoid(like, p0) / (hi - lo))
+        np.testing.assert_allclose(got[i] - got[i].max(), want - want.max(), atol=1e-4)

@@ -280,6 +280,55 @@ def power_marginal_loglik(
     return np.where((big_w > 0)[None, :, None], out, 0.0)
 
 
+def variance_weights(
+    obs: PowerObservations, var_db2: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Per-candidate weights of the heard receivers when the field has its own variance.
+
+    The heard receiver's variance is 1/w_i + v_i(x), so w_i(x) = 1 / (1/w_i + v_i(x)).
+
+    Parameters
+    ----------
+    obs
+        B sessions.
+    var_db2
+        The field's variance v_i(x): (R, G) shared or (B, R, G) per session, dB².
+
+    Returns
+    -------
+    w (B, R, G), weight (B, G), log_det (B, G)
+        Weights (0 where not heard, dB⁻²), their total W(x) and Σ_i log w_i(x).
+
+    """
+    w0 = obs.weight[:, :, None]
+    heard = w0 > 0
+    var = np.asarray(var_db2, dtype=np.float64)
+    if var.ndim == 2:
+        var = var[None]
+    w = np.where(heard, 1.0 / (1.0 / np.where(heard, w0, 1.0) + var), 0.0)  # (B, R, G)
+    with np.errstate(divide="ignore"):
+        log_det = np.sum(np.where(heard, np.log(np.where(heard, w, 1.0)), 0.0), axis=1)
+    return w, w.sum(axis=1), log_det
+
+
+def weighted_residuals(
+    obs: PowerObservations, mean_db: NDArray[np.float64], w: NDArray[np.float64], big_w: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Best power m (B, G) dB and residual sum of squares Q (B, G) given per-candidate weights.
+
+    ``mean_db``: the predicted gain a_i(x), (R, G) shared or (B, R, G) per session, dB;
+    ``w``, ``big_w``: :func:`variance_weights`.
+    """
+    if mean_db.ndim == 2:
+        mean_db = mean_db[None]
+    r = np.where(w > 0, obs.y_db[:, :, None] - mean_db, 0.0)
+    wr = w * r
+    s1 = wr.sum(axis=1)
+    m = s1 / np.where(big_w > 0, big_w, 1.0)
+    q = np.maximum(np.sum(wr * r, axis=1) - s1 * m, 0.0)
+    return m, q
+
+
 def heard_stats_var(
     obs: PowerObservations, mean_db: NDArray[np.float64], var_db2: NDArray[np.float64]
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
@@ -303,21 +352,11 @@ def heard_stats_var(
         Best power, total weight W(x), residual sum of squares and Σ_i log w_i(x).
 
     """
-    w0 = obs.weight[:, :, None]
-    heard = w0 > 0
     var = np.asarray(var_db2, dtype=np.float64)
-    if mean_db.ndim == 2:
-        mean_db = mean_db[None]
-    if var.ndim == 2:
-        var = var[None]
-    w = np.where(heard, 1.0 / (1.0 / np.where(heard, w0, 1.0) + var), 0.0)  # (B, R, G)
-    r = np.where(heard, obs.y_db[:, :, None] - mean_db, 0.0)
-    big_w = w.sum(axis=1)
-    s1 = np.sum(w * r, axis=1)
-    m = s1 / np.where(big_w > 0, big_w, 1.0)
-    q = np.maximum(np.sum(w * r * r, axis=1) - s1 * m, 0.0)
-    with np.errstate(divide="ignore"):
-        log_det = np.sum(np.where(heard, np.log(np.where(heard, w, 1.0)), 0.0), axis=1)
+    if var.shape[-2:] != mean_db.shape[-2:]:
+        var = np.broadcast_to(var, mean_db.shape)
+    w, big_w, log_det = variance_weights(obs, var)
+    m, q = weighted_residuals(obs, mean_db, w, big_w)
     return m, big_w, q, log_det
 
 
@@ -380,8 +419,11 @@ def log_posterior_grid(
     if mean.ndim == 2:
         mean = mean[None]
     n_h = mean.shape[0]
-    var = np.broadcast_to(np.asarray(var_db2, dtype=np.float64), mean.shape)
+    var_in = np.asarray(var_db2, dtype=np.float64)
+    var = np.broadcast_to(var_in, mean.shape)
     exact = not np.any(var)
+    # one variance for every height (the usual case): the weights are computed once
+    shared = var_in.ndim < mean.ndim or var_in.shape[0] == 1
     lw = np.full(n_h, -np.log(n_h)) if log_weight is None else np.asarray(log_weight, dtype=np.float64)
     lo, hi = p0_range_db
     parts = []
@@ -391,7 +433,9 @@ def log_posterior_grid(
             big_w = np.broadcast_to(big_w[:, None], m.shape)
             log_det = np.zeros_like(m)
         else:
-            m, big_w, q, log_det = heard_stats_var(obs, mean[k], var[k])
+            if k == 0 or not shared:
+                w, big_w, log_det = variance_weights(obs, var[k])
+            m, q = weighted_residuals(obs, mean[k], w, big_w)
         sw = np.sqrt(big_w)
         heard = big_w > 0
         with np.errstate(divide="ignore"):
