@@ -2,8 +2,13 @@
 
 Usage::
 
-    .venv/bin/python bench/adapt.py [--worlds 101,102,103] [--network nw-italy] [--n 0,300,3000,10000]
-        [--labels clustered|uniform] [--test 1000] [--out bench-out/adapt] [--model CKPT]
+    .venv/bin/python bench/adapt.py [--worlds 101,102,103,ring-munich:101] [--network nw-italy]
+        [--n 0,300,3000,10000] [--labels clustered|uniform] [--test 1000] [--out bench-out/adapt]
+        [--model CKPT] [--workers 2]
+
+``--worlds`` entries are world seeds of ``--network`` or ``NETWORK:SEED``; ``--workers`` runs
+that many worlds at once, one process each (single-threaded numpy and torch), and the total
+wall time is printed at the end and written with every result to ``<out>/summary.json``.
 
 Per world seed: simulates (once, resumable) a labelled store of max(N) sessions (``--labels``:
 the clustered prior, or uniform positions as in the issue's experiment) and a uniform test
@@ -20,9 +25,10 @@ labelled ``untrained-start`` in the output) is scored at every N through ``evalu
 N ≥ ``min_labels`` the model adapted (:meth:`GridPosteriorPredictor.adapt`) to the map that
 ``map fit --model`` fits from the same labels (the model's learnt law is the prior and its
 shape is kept: :func:`heimdall.models.grid_predictor.map_prior`), beside ``radio_map_kriging``
-(every path-loss coefficient fitted to the labels), which is located again in the same pass so
-that the paired bootstrap interval of the median-error difference model − radio_map_kriging
-(model − rss_ml at N = 0) is on the same sessions. Cached per N and checkpoint
+(every path-loss coefficient fitted to the labels), whose per-session errors of the same test
+sessions (cached with its row, checked to be the same truths in the same order) pair with the
+model's for the paired bootstrap interval of the median-error difference model −
+radio_map_kriging (model − rss_ml at N = 0). Cached per N and checkpoint
 (``*-model-<tag>.json``, with the per-session errors), with both fit times and the model's
 seconds per session. ``--model-map kriging`` adapts the model to ``radio_map_kriging``'s own
 map instead (cached as ``*-kriging-map.json``): given the same map the two localisers should
@@ -34,7 +40,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +64,19 @@ from heimdall.sim import WorldConfig
 from heimdall.sim.simulate_job import run_simulation
 
 
-def _simulate(out: Path, network: str, n: int, world: int, seed: int, positions: str) -> str:
+def _simulate(
+    out: Path, network: str, n: int, world: int, seed: int, positions: str, workers: int = 2
+) -> str:
     uri = str(out)
-    run_simulation(uri, network, n, world_seed=world, seed=seed, positions=positions, workers=2)
+    run_simulation(uri, network, n, world_seed=world, seed=seed, positions=positions, workers=workers)
     return uri
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    """Write a cache file atomically (a temporary file, then rename): an interrupted run leaves none."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.replace(path)
 
 
 def _labelled_dir(root: Path, labels: str, n: int) -> Path:
@@ -77,6 +95,14 @@ def _scores(mean_km: np.ndarray, map_km: np.ndarray, scores, truth: np.ndarray) 
     """The posterior keys of ``evaluate``'s JSON (the same metric functions)."""
     mean_err = errors_km(Estimate(mean_km), truth)
     return {"median_km": float(np.median(mean_err)), **posterior_summary(scores, Estimate(map_km), truth)}
+
+
+def _located(post: Any, truth: np.ndarray) -> dict:
+    """A located estimator's scores with its per-session errors (km) of the mean and the mode."""
+    return _scores(post.mean_km, post.map_km, post.scores, truth) | {
+        "errors_km": np.round(errors_km(Estimate(post.mean_km), truth), 3).tolist(),
+        "map_errors_km": np.round(errors_km(Estimate(post.map_km), truth), 3).tolist(),
+    }
 
 
 def load_model(spec: str | None, out: Path) -> tuple[Any, str, str]:
@@ -111,20 +137,24 @@ def _errors(res: Any, name: str) -> tuple[np.ndarray, np.ndarray | None]:
     return mean, mode
 
 
-def model_row(model: Any, own: Any, m: Any, n: int, fit_s: dict[str, float], test: str) -> dict:
-    """The model (adapted to its map ``own``; without a map below ``min_labels``) and radio_map_kriging
-    (map ``m``), paired on the same sessions."""
+def model_row(
+    model: Any, own: Any, n: int, fit_s: dict[str, float], test: str, kriging: dict, truth_km: np.ndarray
+) -> dict:
+    """The model (adapted to its map ``own``; without a map below ``min_labels``) beside
+    radio_map_kriging's row ``kriging`` (located on the same sessions: ``truth_km``, checked)."""
     adapted = model.adapt(own)
     with_map = adapted is not model
     base = ["rss_ml"] if n == 0 else []
     t = time.perf_counter()
-    res = evaluate_store(test, adapted, base, radio_map=RadioMapLocator(m))
+    res = evaluate_store(test, adapted, base)
     wall = time.perf_counter() - t
+    if res.truth_km.shape != truth_km.shape or not np.allclose(res.truth_km, truth_km, atol=1e-6):
+        raise RuntimeError(f"{test}: evaluate's sessions differ from the located ones; delete the caches")
     ns = len(res.truth_km)
     row: dict = {"n_test": ns, "map_fit_seconds": fit_s["radio_map_kriging"],
                  "model_map_fit_seconds": fit_s["model"], "evaluate_wall_seconds": wall,
                  "adapted": with_map}  # fmt: skip
-    for name in ("model", "radio_map_kriging", *base):
+    for name in ("model", *base):
         s = {"median_km": float(np.median(errors_km(res.estimates[name], res.truth_km)))}
         if name in res.posteriors:
             s |= posterior_summary(res.posteriors[name], res.map_estimates[name], res.truth_km)
@@ -134,6 +164,9 @@ def model_row(model: Any, own: Any, m: Any, n: int, fit_s: dict[str, float], tes
         if mode is not None:
             s["map_errors_km"] = np.round(mode, 3).tolist()
         row[name] = s
+    row["radio_map_kriging"] = {k: v for k, v in kriging.items() if k not in ("fit_seconds", "hyper")} | {
+        "seconds_per_session": kriging["locate_seconds_per_session"]
+    }
     e = {k: np.asarray(row[k]["errors_km"]) for k in ("model", "radio_map_kriging", *base)}
     row["bootstrap_model_minus_kriging"] = paired_bootstrap_median_diff(e["model"], e["radio_map_kriging"])
     em = {k: np.asarray(row[k]["map_errors_km"]) for k in ("model", "radio_map_kriging")}
@@ -145,14 +178,16 @@ def model_row(model: Any, own: Any, m: Any, n: int, fit_s: dict[str, float], tes
     return row
 
 
-def run_world(world: int, args: argparse.Namespace) -> dict:
-    root = Path(args.out) / f"{args.network}-w{world}"
+def run_world(network: str, world: int, args: argparse.Namespace) -> dict:
+    root = Path(args.out) / f"{network}-w{world}"
     root.mkdir(parents=True, exist_ok=True)
     ns = sorted(int(x) for x in args.n.split(","))
     seed = {"clustered": 7001, "uniform": 7003}[args.labels]
     n_lab = max(max(ns), 1)
-    lab = _simulate(_labelled_dir(root, args.labels, n_lab), args.network, n_lab, world, seed, args.labels)
-    test = _simulate(root / "test", args.network, args.test, world, 7002, "uniform")
+    sim_workers = 1 if args.workers > 1 else 2
+    lab_dir = _labelled_dir(root, args.labels, n_lab)
+    lab = _simulate(lab_dir, network, n_lab, world, seed, args.labels, sim_workers)
+    test = _simulate(root / "test", network, args.test, world, 7002, "uniform", sim_workers)
     results: dict = {}
     cache = root / f"baselines-{args.test}.json"
     if not cache.exists():
@@ -165,7 +200,7 @@ def run_world(world: int, args: argparse.Namespace) -> dict:
                 )
             else:
                 out[name] = {"median_km": float(np.median(np.hypot(*(est.mean_km - res.truth_km).T)))}
-        cache.write_text(json.dumps(out, indent=1))
+        _write_json(cache, out)
     results["baselines"] = json.loads(cache.read_text())
     obs_all, net = observations_from_store(lab)
     test_obs, _ = observations_from_store(test, net)
@@ -181,47 +216,68 @@ def run_world(world: int, args: argparse.Namespace) -> dict:
     results["model"] = {}
     for n in ns:
         obs = obs_all.select(slice(0, n))
-        if args.model_predictor is not None:
-            suffix = "" if args.model_map == "own" else "-kriging-map"
-            mpath = root / f"{args.labels}-N{n}-test{args.test}-model-{args.model_tag}{suffix}.json"
-            if not mpath.exists():
+        path = root / f"{args.labels}-N{n}-test{args.test}.json"
+        row = json.loads(path.read_text()) if path.exists() else {}
+        if "errors_km" not in row.get("radio_map_kriging", {}):  # missing, or cached before the errors were
+            row = {}
+            for name in ("radio_map_kriging", "gp_oracle"):
                 t = time.perf_counter()
-                m = fit_radio_map(obs, net, cfg)
-                fit_s = {"radio_map_kriging": time.perf_counter() - t}
-                t = time.perf_counter()  # the map of `map fit --model`: the model's law is the prior
+                if name == "gp_oracle":
+                    known = np.array([power[s] for s in obs.session_id.tolist()])
+                    m = fit_radio_map(obs, net, cfg, known_power_dbm=known, hyper=true_hyper)
+                else:
+                    m = fit_radio_map(obs, net, cfg)
+                fit_s = time.perf_counter() - t
+                t = time.perf_counter()
+                post = RadioMapLocator(m).run(test_obs)
+                row[name] = _located(post, test_obs.pos_km) | {
+                    "fit_seconds": fit_s,
+                    "locate_seconds_per_session": (time.perf_counter() - t) / len(test_obs),
+                    "hyper": [m.hyper.sigma_db, m.hyper.corr_km, m.hyper.nugget_db],
+                    "holdout_rms_db": m.metrics.get("holdout_rms_db_map"),
+                }
+            _write_json(path, row)
+        results[n] = row
+        if args.model_predictor is None:
+            continue
+        suffix = "" if args.model_map == "own" else "-kriging-map"
+        mpath = root / f"{args.labels}-N{n}-test{args.test}-model-{args.model_tag}{suffix}.json"
+        if not mpath.exists():
+            t = time.perf_counter()  # the map of `map fit --model`: the model's law is the prior
+            if args.model_map == "own":
                 own_cfg = MapsConfig.model_validate(
                     {**cfg.model_dump(), **map_prior(args.model_predictor.metadata)}
                 )
-                own = fit_radio_map(obs, net, own_cfg) if args.model_map == "own" else m
-                fit_s["model"] = time.perf_counter() - t
-                row = model_row(args.model_predictor, own, m, n, fit_s, test)
-                row["checkpoint"] = args.model_label
-                mpath.write_text(json.dumps(row, indent=1))
-            results["model"][n] = json.loads(mpath.read_text())
-        path = root / f"{args.labels}-N{n}-test{args.test}.json"
-        if path.exists():
-            results[n] = json.loads(path.read_text())
-            continue
-        row = {}
-        for name in ("radio_map_kriging", "gp_oracle"):
-            t = time.perf_counter()
-            if name == "gp_oracle":
-                known = np.array([power[s] for s in obs.session_id.tolist()])
-                m = fit_radio_map(obs, net, cfg, known_power_dbm=known, hyper=true_hyper)
+                own = fit_radio_map(obs, net, own_cfg)
             else:
-                m = fit_radio_map(obs, net, cfg)
-            fit_s = time.perf_counter() - t
-            t = time.perf_counter()
-            post = RadioMapLocator(m).run(test_obs)
-            row[name] = _scores(post.mean_km, post.map_km, post.scores, test_obs.pos_km) | {
-                "fit_seconds": fit_s,
-                "locate_seconds_per_session": (time.perf_counter() - t) / len(test_obs),
-                "hyper": [m.hyper.sigma_db, m.hyper.corr_km, m.hyper.nugget_db],
-                "holdout_rms_db": m.metrics.get("holdout_rms_db_map"),
-            }
-        path.write_text(json.dumps(row, indent=1))
-        results[n] = row
+                own = fit_radio_map(obs, net, cfg)
+            fit_s = {"radio_map_kriging": row["radio_map_kriging"]["fit_seconds"],
+                     "model": time.perf_counter() - t}  # fmt: skip
+            mrow = model_row(
+                args.model_predictor, own, n, fit_s, test, row["radio_map_kriging"], test_obs.pos_km
+            )
+            mrow["checkpoint"] = args.model_label
+            _write_json(mpath, mrow)
+        results["model"][n] = json.loads(mpath.read_text())
     return results
+
+
+def _world_job(network: str, world: int, args: argparse.Namespace) -> tuple[dict, float]:
+    """One world in a worker process: its results and wall time (s); the model is loaded here."""
+    t = time.perf_counter()
+    args.model_predictor = None
+    if not args.no_model:
+        args.model_predictor, _, _ = load_model(args.model, Path(args.out))
+    return run_world(network, world, args), time.perf_counter() - t
+
+
+def parse_worlds(spec: str, default_network: str) -> list[tuple[str, int]]:
+    """``--worlds`` entries (``SEED`` of the default network or ``NETWORK:SEED``) as (network, seed)."""
+    out = []
+    for item in spec.split(","):
+        net, _, seed = item.strip().rpartition(":")
+        out.append((net or default_network, int(seed)))
+    return out
 
 
 def _ci(b: dict) -> str:
@@ -279,33 +335,76 @@ def main() -> None:
         help="adapt the model to its own map (map fit --model; default) or to radio_map_kriging's "
         "map (a check that the two localisers agree given the same map)",
     )
+    p.add_argument(
+        "--workers", type=int, default=1, help="worlds run at once, one single-threaded process each"
+    )
     args = p.parse_args()
+    worlds = parse_worlds(args.worlds, args.network)
+    t0 = time.perf_counter()
     args.model_predictor, args.model_tag, args.model_label = None, "", ""
     if not args.no_model:
         args.model_predictor, args.model_tag, args.model_label = load_model(args.model, Path(args.out))
-    for world in (int(w) for w in args.worlds.split(",")):
-        res = run_world(world, args)
-        print(f"\n{args.network}, world {world}, {args.labels} labels, {args.test} uniform test sessions")
-        print(f"{'N':>6} {'estimator':<18} {'mean med km':>12} {'MAP med km':>11} {'HPD50':>6} {'HPD90':>6} "
-              f"{'A90 km2':>8} {'logscore':>9} {'fit s':>6}")  # fmt: skip
-        for n, row in res.items():
-            if n in ("baselines", "model"):
-                continue
-            for name, s in row.items():
-                print(f"{n:>6} {name:<18} {s['median_km']:>12.1f} {s['map_median_km']:>11.1f} "
-                      f"{s['hpd_coverage_50']:>6.2f} {s['hpd_coverage_90']:>6.2f} "
-                      f"{s['hpd90_area_km2_median']:>8.0f} "
-                      f"{s['log_score']:>9.2f} {s['fit_seconds']:>6.1f}")  # fmt: skip
-        for name, s in res["baselines"].items():
-            extra = ""
-            if "map_median_km" in s:
-                extra = (f" {s['map_median_km']:>11.1f} {s['hpd_coverage_50']:>6.2f} "
-                         f"{s['hpd_coverage_90']:>6.2f} {s['hpd90_area_km2_median']:>8.0f} "
-                         f"{s['log_score']:>9.2f}")  # fmt: skip
-            print(f"{'':>6} {name:<18} {s['median_km']:>12.1f}{extra}")
-        if res["model"]:
-            which = "" if args.model_map == "own" else ", adapted to radio_map_kriging's map"
-            print_model(res, args.model_label + which)
+    done: dict[tuple[str, int], tuple[dict, float]] = {}
+    if args.workers <= 1:
+        for network, world in worlds:
+            t = time.perf_counter()
+            done[network, world] = run_world(network, world, args), time.perf_counter() - t
+    else:
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = "1"  # inherited by the workers: one core each
+        job_args = argparse.Namespace(**{**vars(args), "model_predictor": None})
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=args.workers, mp_context=ctx) as pool:
+            futures = {pool.submit(_world_job, net, w, job_args): (net, w) for net, w in worlds}
+            for fut in as_completed(futures):
+                done[futures[fut]] = fut.result()
+                print(f"{futures[fut][0]} world {futures[fut][1]}: {done[futures[fut]][1]:.0f} s", flush=True)
+    wall = time.perf_counter() - t0
+    for network, world in worlds:
+        print_world(network, world, done[network, world][0], args)
+    print(f"\nwall time {wall / 60:.1f} min ({len(worlds)} worlds, {args.workers} worker(s)); per world: "
+          + ", ".join(f"{n} {w} {t / 60:.1f} min" for (n, w), (_, t) in done.items()))  # fmt: skip
+    summary = {
+        "args": {k: v for k, v in vars(args).items() if k != "model_predictor"},
+        "wall_seconds": wall,
+        "worlds": {
+            f"{n}-w{w}": {"wall_seconds": t, "results": _without_errors(r)} for (n, w), (r, t) in done.items()
+        },
+    }
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    _write_json(Path(args.out) / "summary.json", summary)
+
+
+def _without_errors(res: Any) -> Any:
+    """``res`` without the per-session error lists (the summary's size)."""
+    if isinstance(res, dict):
+        return {k: _without_errors(v) for k, v in res.items() if k not in ("errors_km", "map_errors_km")}
+    return res
+
+
+def print_world(network: str, world: int, res: dict, args: argparse.Namespace) -> None:
+    """One world's table: the map estimators per N, the baselines, then the model's rows."""
+    print(f"\n{network}, world {world}, {args.labels} labels, {args.test} uniform test sessions")
+    print(f"{'N':>6} {'estimator':<18} {'mean med km':>12} {'MAP med km':>11} {'HPD50':>6} {'HPD90':>6} "
+          f"{'A90 km2':>8} {'logscore':>9} {'fit s':>6}")  # fmt: skip
+    for n, row in res.items():
+        if n in ("baselines", "model"):
+            continue
+        for name, s in row.items():
+            print(f"{n:>6} {name:<18} {s['median_km']:>12.1f} {s['map_median_km']:>11.1f} "
+                  f"{s['hpd_coverage_50']:>6.2f} {s['hpd_coverage_90']:>6.2f} "
+                  f"{s['hpd90_area_km2_median']:>8.0f} "
+                  f"{s['log_score']:>9.2f} {s['fit_seconds']:>6.1f}")  # fmt: skip
+    for name, s in res["baselines"].items():
+        extra = ""
+        if "map_median_km" in s:
+            extra = (f" {s['map_median_km']:>11.1f} {s['hpd_coverage_50']:>6.2f} "
+                     f"{s['hpd_coverage_90']:>6.2f} {s['hpd90_area_km2_median']:>8.0f} "
+                     f"{s['log_score']:>9.2f}")  # fmt: skip
+        print(f"{'':>6} {name:<18} {s['median_km']:>12.1f}{extra}")
+    if res["model"]:
+        which = "" if args.model_map == "own" else ", adapted to radio_map_kriging's map"
+        print_model(res, args.model_label + which)
 
 
 if __name__ == "__main__":
