@@ -4,7 +4,7 @@ Usage::
 
     .venv/bin/python bench/adapt.py [--worlds 101,102,103,ring-munich:101] [--network nw-italy]
         [--n 0,300,3000,10000] [--labels clustered|uniform] [--test 1000] [--out bench-out/adapt]
-        [--model CKPT] [--workers 2]
+        [--model CKPT] [--workers 2] [--maps-config YAML]
 
 ``--worlds`` entries are world seeds of ``--network`` or ``NETWORK:SEED``; ``--workers`` runs
 that many worlds at once, one process each (single-threaded numpy and torch), and the total
@@ -54,7 +54,7 @@ from heimdall.eval.estimate import Estimate
 from heimdall.eval.evaluate import evaluate_store
 from heimdall.eval.metrics import errors_km, paired_bootstrap_median_diff, posterior_summary
 from heimdall.eval.noise import capture_sigma_db
-from heimdall.maps.config import MapsConfig
+from heimdall.maps.config import MapsConfig, load_maps_config
 from heimdall.maps.estimator import RadioMapLocator
 from heimdall.maps.fit import fit_radio_map
 from heimdall.maps.kriging import FieldHyper
@@ -212,11 +212,12 @@ def run_world(network: str, world: int, args: argparse.Namespace) -> dict:
     true_hyper = FieldHyper(wcfg.static_shadowing_sigma_db, wcfg.static_shadowing_corr_km,
                             capture_sigma_db(wcfg, net.receivers[0].sample_rate_hz),
                             wcfg.band_field_correlation)  # fmt: skip
-    cfg = MapsConfig(power_range_dbm=(wcfg.tx_power_dbm_min, wcfg.tx_power_dbm_max))
+    power_range = (wcfg.tx_power_dbm_min, wcfg.tx_power_dbm_max)
+    cfg = MapsConfig.model_validate({**args.maps_overrides, "power_range_dbm": power_range})
     results["model"] = {}
     for n in ns:
         obs = obs_all.select(slice(0, n))
-        path = root / f"{args.labels}-N{n}-test{args.test}.json"
+        path = root / f"{args.labels}-N{n}-test{args.test}{args.maps_tag}.json"
         row = json.loads(path.read_text()) if path.exists() else {}
         if "errors_km" not in row.get("radio_map_kriging", {}):  # missing, or cached before the errors were
             row = {}
@@ -241,7 +242,9 @@ def run_world(network: str, world: int, args: argparse.Namespace) -> dict:
         if args.model_predictor is None:
             continue
         suffix = "" if args.model_map == "own" else "-kriging-map"
-        mpath = root / f"{args.labels}-N{n}-test{args.test}-model-{args.model_tag}{suffix}.json"
+        mpath = (
+            root / f"{args.labels}-N{n}-test{args.test}{args.maps_tag}-model-{args.model_tag}{suffix}.json"
+        )
         if not mpath.exists():
             t = time.perf_counter()  # the map of `map fit --model`: the model's law is the prior
             if args.model_map == "own":
@@ -338,8 +341,20 @@ def main() -> None:
     p.add_argument(
         "--workers", type=int, default=1, help="worlds run at once, one single-threaded process each"
     )
+    p.add_argument(
+        "--maps-config",
+        default=None,
+        help="map settings YAML overriding MapsConfig's defaults for every map fitted here "
+        "(its rows are cached apart, tagged with the settings' hash; the world's power range is kept)",
+    )
     args = p.parse_args()
     worlds = parse_worlds(args.worlds, args.network)
+    args.maps_overrides, args.maps_tag = {}, ""
+    if args.maps_config is not None:
+        args.maps_overrides = load_maps_config(args.maps_config).model_dump(mode="json", exclude_unset=True)
+        text = json.dumps(args.maps_overrides, sort_keys=True)
+        args.maps_tag = "-cfg" + hashlib.sha256(text.encode()).hexdigest()[:8]
+        print(f"map settings {args.maps_config}: {text} (cached as *{args.maps_tag}*)")
     t0 = time.perf_counter()
     args.model_predictor, args.model_tag, args.model_label = None, "", ""
     if not args.no_model:
