@@ -42,6 +42,9 @@ import hashlib
 import json
 import multiprocessing
 import os
+import subprocess
+import sys
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -67,7 +70,11 @@ from heimdall.sim.simulate_job import run_simulation
 def _simulate(
     out: Path, network: str, n: int, world: int, seed: int, positions: str, workers: int = 2
 ) -> str:
+    """Simulate ``n`` sessions into ``out`` (resumable); a complete store of ≥ ``n`` sessions there
+    is used as it is (its first ``n`` sessions are the smaller set: the stream is seeded per shard)."""
     uri = str(out)
+    if (out / "heimdall-store.json").exists() and len(SessionStore.open(uri)) >= n:
+        return uri
     run_simulation(uri, network, n, world_seed=world, seed=seed, positions=positions, workers=workers)
     return uri
 
@@ -347,6 +354,14 @@ def main() -> None:
         help="map settings YAML overriding MapsConfig's defaults for every map fitted here "
         "(its rows are cached apart, tagged with the settings' hash; the world's power range is kept)",
     )
+    p.add_argument(
+        "--time-map-fit",
+        type=int,
+        default=0,
+        metavar="K",
+        help="after the worlds, time the `heimdall map fit` command (end to end, with --model) K times "
+        "on the first world's labelled store (max N labels)",
+    )
     args = p.parse_args()
     worlds = parse_worlds(args.worlds, args.network)
     args.maps_overrides, args.maps_tag = {}, ""
@@ -382,12 +397,40 @@ def main() -> None:
     summary = {
         "args": {k: v for k, v in vars(args).items() if k != "model_predictor"},
         "wall_seconds": wall,
+        "map_fit_command_seconds": time_map_fit(worlds[0], args) if args.time_map_fit else None,
         "worlds": {
             f"{n}-w{w}": {"wall_seconds": t, "results": _without_errors(r)} for (n, w), (r, t) in done.items()
         },
     }
     Path(args.out).mkdir(parents=True, exist_ok=True)
     _write_json(Path(args.out) / "summary.json", summary)
+
+
+def time_map_fit(world: tuple[str, int], args: argparse.Namespace) -> list[float]:
+    """Wall times (s) of ``heimdall map fit`` on ``world``'s labelled store, ``args.time_map_fit`` runs.
+
+    The command as a user runs it (a fresh process: imports, reading and measuring the IQ,
+    the fit, writing the map and logging to MLflow in a scratch folder); ``--model`` when given.
+    """
+    network, seed = world
+    n_lab = max(max(int(x) for x in args.n.split(",")), 1)
+    lab = _labelled_dir(Path(args.out) / f"{network}-w{seed}", args.labels, n_lab)
+    exe = Path(sys.executable).with_name("heimdall")
+    times = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in range(args.time_map_fit):
+            cmd = [str(exe), "map", "fit", str(lab), "--out", f"{tmp}/map{k}",
+                   "--tracking-uri", f"sqlite:///{tmp}/mlruns.db"]  # fmt: skip
+            if args.model is not None:
+                cmd += ["--model", args.model]
+            t = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True)
+            times.append(time.perf_counter() - t)
+            meta = json.loads(Path(f"{tmp}/map{k}/map.json").read_text())
+            print(
+                f"heimdall map fit of {lab} ({meta['n_labels']} labels fitted): {times[-1]:.1f} s", flush=True
+            )
+    return times
 
 
 def _without_errors(res: Any) -> Any:
