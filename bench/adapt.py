@@ -51,19 +51,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from gp_oracle import fit_gp_oracle, world_of  # bench/gp_oracle.py
 
 from heimdall.data.store import SessionStore
 from heimdall.eval.estimate import Estimate
 from heimdall.eval.evaluate import evaluate_store
 from heimdall.eval.metrics import errors_km, paired_bootstrap_median_diff, posterior_summary
-from heimdall.eval.noise import capture_sigma_db
 from heimdall.maps.config import MapsConfig, load_maps_config
 from heimdall.maps.estimator import RadioMapLocator
 from heimdall.maps.fit import fit_radio_map
-from heimdall.maps.kriging import FieldHyper
 from heimdall.maps.observations import observations_from_store
 from heimdall.models.grid_predictor import map_prior
-from heimdall.sim import WorldConfig
 from heimdall.sim.simulate_job import run_simulation
 
 
@@ -212,13 +210,7 @@ def run_world(network: str, world: int, args: argparse.Namespace) -> dict:
     obs_all, net = observations_from_store(lab)
     test_obs, _ = observations_from_store(test, net)
     store = SessionStore.open(lab)
-    power = store.sessions_table().column("tx_power_dbm").to_numpy()
-    ids = store.sessions_table().column("session_id").to_numpy()
-    power = dict(zip(ids.tolist(), power.tolist(), strict=True))
-    wcfg = WorldConfig.model_validate(store.metadata["world"])
-    true_hyper = FieldHyper(wcfg.static_shadowing_sigma_db, wcfg.static_shadowing_corr_km,
-                            capture_sigma_db(wcfg, net.receivers[0].sample_rate_hz),
-                            wcfg.band_field_correlation)  # fmt: skip
+    wcfg = world_of(store)
     power_range = (wcfg.tx_power_dbm_min, wcfg.tx_power_dbm_max)
     cfg = MapsConfig.model_validate({**args.maps_overrides, "power_range_dbm": power_range})
     results["model"] = {}
@@ -230,11 +222,11 @@ def run_world(network: str, world: int, args: argparse.Namespace) -> dict:
             row = {}
             for name in ("radio_map_kriging", "gp_oracle"):
                 t = time.perf_counter()
-                if name == "gp_oracle":
-                    known = np.array([power[s] for s in obs.session_id.tolist()])
-                    m = fit_radio_map(obs, net, cfg, known_power_dbm=known, hyper=true_hyper)
-                else:
-                    m = fit_radio_map(obs, net, cfg)
+                m = (
+                    fit_gp_oracle(obs, net, cfg, store)
+                    if name == "gp_oracle"
+                    else fit_radio_map(obs, net, cfg)
+                )
                 fit_s = time.perf_counter() - t
                 t = time.perf_counter()
                 post = RadioMapLocator(m).run(test_obs)

@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python bench/map_calibration.py --model CKPT [--worlds 101] [--network nw-italy] [--n 3000]
-        [--labels clustered] [--root bench-out/adapt] [--json PATH]
+        [--labels clustered] [--root bench-out/adapt] [--json PATH] [--coverage]
 
 Reads the labelled and test stores that ``bench/adapt.py`` simulated under ``--root`` (run it
 first), fits ``radio_map_kriging``'s map (every path-loss coefficient from the labels) and the
@@ -16,6 +16,13 @@ distance from the nearest label: the mean of z² = r² / (field variance + τ²)
 variance is right; above 1: the map is too sure), the RMS residual r and the RMS predicted
 standard deviation, dB. This is what the posterior's HPD coverage rests on, one receiver at a
 time, without the localiser in between.
+
+``--coverage`` adds the localiser: the fraction of test transmitters inside the 50 % and 90 %
+highest-density regions, by the same distance bands (the truth's distance from the nearest
+label), for ``radio_map_kriging``, the bench-only ``gp_oracle`` (``bench/gp_oracle.py``) and the
+model adapted to its map (``evaluate``'s code path). Coverage is only promised on average over
+the test positions' prior (uniform here), not within a band: what it shows is where the
+regions are too wide and where too narrow.
 """
 
 from __future__ import annotations
@@ -23,11 +30,15 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from gp_oracle import fit_gp_oracle
 
 from heimdall.data.store import SessionStore
+from heimdall.eval.evaluate import evaluate_store
 from heimdall.maps.config import MapsConfig
+from heimdall.maps.estimator import RadioMapLocator
 from heimdall.maps.fit import RadioMap, fit_radio_map
 from heimdall.maps.observations import HEARD, LabelledObservations, observations_from_store
 from heimdall.models.grid_predictor import map_prior
@@ -67,6 +78,36 @@ def calibration_by_distance(
     return rows
 
 
+def coverage_by_distance(hpd_level: np.ndarray, dist_km: np.ndarray) -> list[dict]:
+    """Per distance band: sessions and the fraction of truths inside the 50 % and 90 % HPD regions."""
+    rows = []
+    for lo, hi in BANDS_KM:
+        sel = (dist_km >= lo) & (dist_km < hi) & np.isfinite(hpd_level)
+        if sel.any():
+            rows.append({"from_km": lo, "to_km": None if np.isinf(hi) else hi, "sessions": int(sel.sum()),
+                         "hpd_coverage_50": float(np.mean(hpd_level[sel] <= 0.5)),
+                         "hpd_coverage_90": float(np.mean(hpd_level[sel] <= 0.9))})  # fmt: skip
+    return rows
+
+
+def located_levels(
+    maps: dict[str, RadioMap], model: Any, test_uri: str, test: LabelledObservations
+) -> dict[str, np.ndarray]:
+    """HPD level of each test truth: the map estimators located with :class:`RadioMapLocator`, the
+    model adapted to ``maps['model']`` through ``evaluate_store`` (checked: the same sessions)."""
+    out = {name: RadioMapLocator(m).run(test).scores.hpd_level for name, m in maps.items() if name != "model"}
+    res = evaluate_store(test_uri, model.adapt(maps["model"]), [])
+    if not np.allclose(res.truth_km, test.pos_km, atol=1e-6):
+        raise SystemExit(f"{test_uri}: evaluate's sessions differ from the measured ones")
+    out["model"] = res.posteriors["model"].hpd_level
+    return out
+
+
+def _span(b: dict) -> str:
+    lo, hi = b["from_km"], b["to_km"]
+    return f"{lo:.0f}–{hi:.0f}" if hi is not None else f"≥ {lo:.0f}"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="grid-posterior checkpoint (its law: the map's prior)")
@@ -76,10 +117,17 @@ def main() -> None:
     p.add_argument("--labels", choices=("clustered", "uniform"), default="clustered")
     p.add_argument("--root", default="bench-out/adapt")
     p.add_argument("--json", default=None, help="write the table here as JSON")
+    p.add_argument(
+        "--coverage", action="store_true", help="also locate the test sessions: HPD coverage by distance"
+    )
     args = p.parse_args()
+    import torch
+
     from heimdall.export.predictor import load_predictor
 
-    prior = map_prior(load_predictor(args.model).metadata)
+    torch.set_num_threads(1)
+    model = load_predictor(args.model)
+    prior = map_prior(model.metadata)
     results = {}
     for world in (int(w) for w in args.worlds.split(",")):
         root = Path(args.root) / f"{args.network}-w{world}"
@@ -98,23 +146,38 @@ def main() -> None:
         wcfg = WorldConfig.model_validate(SessionStore.open(str(lab)).metadata["world"])
         cfg = MapsConfig(power_range_dbm=(wcfg.tx_power_dbm_min, wcfg.tx_power_dbm_max))
         dist = nearest_label_km(test.pos_km, obs.pos_km)
-        world_rows = {}
+        world_rows, maps = {}, {}
         for name, c in (("radio_map_kriging", cfg), ("model", cfg.model_copy(update=prior))):
-            m = fit_radio_map(obs, net, c)
+            maps[name] = m = fit_radio_map(obs, net, c)
             world_rows[name] = {"sigma_db": m.hyper.sigma_db, "nugget_db": m.hyper.nugget_db,
                                 "bands": calibration_by_distance(m, test, p_true, dist)}  # fmt: skip
+        if args.coverage:
+            maps["gp_oracle"] = fit_gp_oracle(obs, net, cfg, SessionStore.open(str(lab)))
+            levels = located_levels(maps, model, str(root / "test"), test)
+            world_rows["coverage"] = {
+                name: {"all": coverage_by_distance(levels[name], np.zeros(len(test)))[0],
+                       "bands": coverage_by_distance(levels[name], dist)}
+                for name in ("radio_map_kriging", "gp_oracle", "model")
+            }  # fmt: skip
         results[f"{args.network}-w{world}"] = world_rows
         print(f"\n{args.network}, world {world}: {args.n} {args.labels} labels, {len(test)} test sessions "
               f"(z² = residual² / (field variance + τ²) at the truth, true power; ideal 1)")  # fmt: skip
         print(f"{'map':<18} {'σ dB':>5} {'τ dB':>5} {'from label km':>14} {'captures':>9} {'mean z²':>8} "
               f"{'RMS resid dB':>13} {'RMS sd dB':>10}")  # fmt: skip
         for name, row in world_rows.items():
+            if name == "coverage":
+                continue
             for b in row["bands"]:
-                lo, hi = b["from_km"], b["to_km"]
-                span = f"{lo:.0f}–{hi:.0f}" if hi is not None else f"≥ {lo:.0f}"
-                print(f"{name:<18} {row['sigma_db']:>5.2f} {row['nugget_db']:>5.2f} {span:>14} "
+                print(f"{name:<18} {row['sigma_db']:>5.2f} {row['nugget_db']:>5.2f} {_span(b):>14} "
                       f"{b['captures']:>9} {b['mean_z2']:>8.2f} {b['rms_residual_db']:>13.1f} "
                       f"{b['rms_predicted_sd_db']:>10.1f}")  # fmt: skip
+        if "coverage" in world_rows:
+            print(f"\n{'estimator':<18} {'from label km':>14} {'sessions':>9} {'HPD50':>6} {'HPD90':>6}")
+            for name, row in world_rows["coverage"].items():
+                for b in [row["all"] | {"span": "all"}] + row["bands"]:
+                    span = b.get("span") or _span(b)
+                    print(f"{name:<18} {span:>14} {b['sessions']:>9} {b['hpd_coverage_50']:>6.3f} "
+                          f"{b['hpd_coverage_90']:>6.3f}")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 
