@@ -4,7 +4,7 @@ Usage::
 
     .venv/bin/python bench/adapt.py [--worlds 101,102,103,ring-munich:101] [--network nw-italy]
         [--n 0,300,3000,10000] [--labels clustered|uniform] [--test 1000] [--out bench-out/adapt]
-        [--model CKPT] [--workers 2] [--maps-config YAML]
+        [--model CKPT] [--workers 2] [--maps-config YAML] [--time-map-fit K] [--time-inference K]
 
 ``--worlds`` entries are world seeds of ``--network`` or ``NETWORK:SEED``; ``--workers`` runs
 that many worlds at once, one process each (single-threaded numpy and torch), and the total
@@ -247,10 +247,7 @@ def run_world(network: str, world: int, args: argparse.Namespace) -> dict:
         if not mpath.exists():
             t = time.perf_counter()  # the map of `map fit --model`: the model's law is the prior
             if args.model_map == "own":
-                own_cfg = MapsConfig.model_validate(
-                    {**cfg.model_dump(), **map_prior(args.model_predictor.metadata)}
-                )
-                own = fit_radio_map(obs, net, own_cfg)
+                own = fit_radio_map(obs, net, model_map_config(cfg, args.model_predictor))
             else:
                 own = fit_radio_map(obs, net, cfg)
             fit_s = {"radio_map_kriging": row["radio_map_kriging"]["fit_seconds"],
@@ -262,6 +259,47 @@ def run_world(network: str, world: int, args: argparse.Namespace) -> dict:
             _write_json(mpath, mrow)
         results["model"][n] = json.loads(mpath.read_text())
     return results
+
+
+def model_map_config(cfg: MapsConfig, model: Any) -> MapsConfig:
+    """The settings of ``map fit --model``: the model's learnt law and statistics as the prior."""
+    return MapsConfig.model_validate({**cfg.model_dump(), **map_prior(model.metadata)})
+
+
+def time_inference(world: tuple[str, int], args: argparse.Namespace) -> dict:
+    """Single-session latency (ms) of the model adapted to its map of ``world``'s max N labels.
+
+    ``locate_one`` (what ``locate`` and the service call: refined posterior, mean, covariance
+    and the posterior map) on the first ``args.time_inference`` test sessions, one at a time,
+    in this process (PyTorch, one thread); over HTTP with the ONNX graph: ``bench/serve.py``.
+    """
+    network, seed = world
+    root = Path(args.out) / f"{network}-w{seed}"
+    n = max(int(x) for x in args.n.split(","))
+    lab = str(_labelled_dir(root, args.labels, max(n, 1)))
+    store = SessionStore.open(lab)
+    obs_all, net = observations_from_store(lab)
+    wcfg = world_of(store)
+    power_range = (wcfg.tx_power_dbm_min, wcfg.tx_power_dbm_max)
+    cfg = MapsConfig.model_validate({**args.maps_overrides, "power_range_dbm": power_range})
+    adapted = args.model_predictor.adapt(
+        fit_radio_map(obs_all.select(slice(0, n)), net, model_map_config(cfg, args.model_predictor))
+    )
+    times: list[float] = []
+    for shard in SessionStore.open(str(root / "test")).iter_shards():
+        for i in range(shard.n_sessions):
+            if len(times) == args.time_inference:
+                break
+            one = shard.select(np.array([i]))
+            t = time.perf_counter()
+            adapted.locate_one(one)
+            times.append(1e3 * (time.perf_counter() - t))
+    ms = np.asarray(times)
+    out = {"labels": n, "sessions": len(ms), "p50_ms": float(np.percentile(ms, 50)),
+           "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean())}  # fmt: skip
+    print(f"model adapted to {n} labels of {network} {seed}, one session at a time ({len(ms)} sessions): "
+          f"p50 {out['p50_ms']:.1f} ms, p99 {out['p99_ms']:.1f} ms", flush=True)  # fmt: skip
+    return out
 
 
 def _world_job(network: str, world: int, args: argparse.Namespace) -> tuple[dict, float]:
@@ -354,6 +392,13 @@ def main() -> None:
         help="after the worlds, time the `heimdall map fit` command (end to end, with --model) K times "
         "on the first world's labelled store (max N labels)",
     )
+    p.add_argument(
+        "--time-inference",
+        type=int,
+        default=0,
+        metavar="K",
+        help="after the worlds, time the adapted model on K single test sessions of the first world",
+    )
     args = p.parse_args()
     worlds = parse_worlds(args.worlds, args.network)
     args.maps_overrides, args.maps_tag = {}, ""
@@ -390,6 +435,9 @@ def main() -> None:
         "args": {k: v for k, v in vars(args).items() if k != "model_predictor"},
         "wall_seconds": wall,
         "map_fit_command_seconds": time_map_fit(worlds[0], args) if args.time_map_fit else None,
+        "inference": time_inference(worlds[0], args)
+        if args.time_inference and args.model_predictor
+        else None,
         "worlds": {
             f"{n}-w{w}": {"wall_seconds": t, "results": _without_errors(r)} for (n, w), (r, t) in done.items()
         },
