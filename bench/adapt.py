@@ -210,9 +210,7 @@ def run_world(network: str, world: int, args: argparse.Namespace) -> dict:
     obs_all, net = observations_from_store(lab)
     test_obs, _ = observations_from_store(test, net)
     store = SessionStore.open(lab)
-    wcfg = world_of(store)
-    power_range = (wcfg.tx_power_dbm_min, wcfg.tx_power_dbm_max)
-    cfg = MapsConfig.model_validate({**args.maps_overrides, "power_range_dbm": power_range})
+    cfg = maps_config(store, args)
     results["model"] = {}
     for n in ns:
         obs = obs_all.select(slice(0, n))
@@ -261,6 +259,13 @@ def run_world(network: str, world: int, args: argparse.Namespace) -> dict:
     return results
 
 
+def maps_config(labelled: SessionStore, args: argparse.Namespace) -> MapsConfig:
+    """The map settings of every fit here: ``--maps-config`` over the defaults, the world's power range."""
+    wcfg = world_of(labelled)
+    power_range = (wcfg.tx_power_dbm_min, wcfg.tx_power_dbm_max)
+    return MapsConfig.model_validate({**args.maps_overrides, "power_range_dbm": power_range})
+
+
 def model_map_config(cfg: MapsConfig, model: Any) -> MapsConfig:
     """The settings of ``map fit --model``: the model's learnt law and statistics as the prior."""
     return MapsConfig.model_validate({**cfg.model_dump(), **map_prior(model.metadata)})
@@ -277,11 +282,8 @@ def time_inference(world: tuple[str, int], args: argparse.Namespace) -> dict:
     root = Path(args.out) / f"{network}-w{seed}"
     n = max(int(x) for x in args.n.split(","))
     lab = str(_labelled_dir(root, args.labels, max(n, 1)))
-    store = SessionStore.open(lab)
     obs_all, net = observations_from_store(lab)
-    wcfg = world_of(store)
-    power_range = (wcfg.tx_power_dbm_min, wcfg.tx_power_dbm_max)
-    cfg = MapsConfig.model_validate({**args.maps_overrides, "power_range_dbm": power_range})
+    cfg = maps_config(SessionStore.open(lab), args)
     adapted = args.model_predictor.adapt(
         fit_radio_map(obs_all.select(slice(0, n)), net, model_map_config(cfg, args.model_predictor))
     )
