@@ -289,13 +289,13 @@ def time_inference(world: tuple[str, int], args: argparse.Namespace) -> dict:
     )
     times: list[float] = []
     for shard in SessionStore.open(str(root / "test")).iter_shards():
-        for i in range(shard.n_sessions):
-            if len(times) == args.time_inference:
-                break
+        for i in range(min(shard.n_sessions, args.time_inference - len(times))):
             one = shard.select(np.array([i]))
             t = time.perf_counter()
             adapted.locate_one(one)
             times.append(1e3 * (time.perf_counter() - t))
+        if len(times) == args.time_inference:
+            break
     ms = np.asarray(times)
     out = {"labels": n, "sessions": len(ms), "p50_ms": float(np.percentile(ms, 50)),
            "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean())}  # fmt: skip
@@ -318,7 +318,11 @@ def parse_worlds(spec: str, default_network: str) -> list[tuple[str, int]]:
     out = []
     for item in spec.split(","):
         net, _, seed = item.strip().rpartition(":")
+        if not seed.isdigit():
+            raise ValueError(f"--worlds entry {item!r}: expected SEED or NETWORK:SEED (a whole number)")
         out.append((net or default_network, int(seed)))
+    if len(set(out)) != len(out):
+        raise ValueError(f"--worlds {spec!r}: a world is named twice")
     return out
 
 
@@ -402,7 +406,10 @@ def main() -> None:
         help="after the worlds, time the adapted model on K single test sessions of the first world",
     )
     args = p.parse_args()
-    worlds = parse_worlds(args.worlds, args.network)
+    try:
+        worlds = parse_worlds(args.worlds, args.network)
+    except ValueError as exc:
+        p.error(str(exc))
     args.maps_overrides, args.maps_tag = {}, ""
     if args.maps_config is not None:
         args.maps_overrides = load_maps_config(args.maps_config).model_dump(mode="json", exclude_unset=True)

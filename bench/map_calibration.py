@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gp_oracle import fit_gp_oracle
+from gp_oracle import fit_gp_oracle, world_of
 
 from heimdall.data.store import SessionStore
 from heimdall.eval.evaluate import evaluate_store
@@ -42,7 +42,6 @@ from heimdall.maps.estimator import RadioMapLocator
 from heimdall.maps.fit import RadioMap, fit_radio_map
 from heimdall.maps.observations import HEARD, LabelledObservations, observations_from_store
 from heimdall.models.grid_predictor import map_prior
-from heimdall.sim import WorldConfig
 
 #: Distance bands from the nearest label, km.
 BANDS_KM = ((0.0, 2.0), (2.0, 5.0), (5.0, 10.0), (10.0, 20.0), (20.0, np.inf))
@@ -143,7 +142,8 @@ def main() -> None:
         power = dict(zip(table.column("session_id").to_pylist(), table.column("tx_power_dbm").to_pylist(),
                          strict=True))  # fmt: skip
         p_true = np.array([power[s] for s in test.session_id.tolist()])
-        wcfg = WorldConfig.model_validate(SessionStore.open(str(lab)).metadata["world"])
+        labelled = SessionStore.open(str(lab))
+        wcfg = world_of(labelled)
         cfg = MapsConfig(power_range_dbm=(wcfg.tx_power_dbm_min, wcfg.tx_power_dbm_max))
         dist = nearest_label_km(test.pos_km, obs.pos_km)
         world_rows, maps = {}, {}
@@ -152,7 +152,7 @@ def main() -> None:
             world_rows[name] = {"sigma_db": m.hyper.sigma_db, "nugget_db": m.hyper.nugget_db,
                                 "bands": calibration_by_distance(m, test, p_true, dist)}  # fmt: skip
         if args.coverage:
-            maps["gp_oracle"] = fit_gp_oracle(obs, net, cfg, SessionStore.open(str(lab)))
+            maps["gp_oracle"] = fit_gp_oracle(obs, net, cfg, labelled)
             levels = located_levels(maps, model, str(root / "test"), test)
             world_rows["coverage"] = {
                 name: {"all": coverage_by_distance(levels[name], np.zeros(len(test)))[0],
