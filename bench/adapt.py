@@ -211,6 +211,11 @@ def run_world(network: str, world: int, args: argparse.Namespace) -> dict:
     test_obs, _ = observations_from_store(test, net)
     store = SessionStore.open(lab)
     cfg = maps_config(store, args)
+    mcfg = None if args.model_predictor is None else model_map_config(cfg, args.model_predictor)
+    model_obs_all = (  # the model's map measures the labels with its own detection threshold
+        obs_all if mcfg is None or mcfg.detection_snr_db == cfg.detection_snr_db
+        else observations_from_store(lab, net, detection_snr_db=mcfg.detection_snr_db)[0]
+    )  # fmt: skip
     results["model"] = {}
     for n in ns:
         obs = obs_all.select(slice(0, n))
@@ -236,7 +241,7 @@ def run_world(network: str, world: int, args: argparse.Namespace) -> dict:
                 }
             _write_json(path, row)
         results[n] = row
-        if args.model_predictor is None:
+        if mcfg is None:
             continue
         suffix = "" if args.model_map == "own" else "-kriging-map"
         mpath = (
@@ -245,7 +250,7 @@ def run_world(network: str, world: int, args: argparse.Namespace) -> dict:
         if not mpath.exists():
             t = time.perf_counter()  # the map of `map fit --model`: the model's law is the prior
             if args.model_map == "own":
-                own = fit_radio_map(obs, net, model_map_config(cfg, args.model_predictor))
+                own = fit_radio_map(model_obs_all.select(slice(0, n)), net, mcfg)
             else:
                 own = fit_radio_map(obs, net, cfg)
             fit_s = {"radio_map_kriging": row["radio_map_kriging"]["fit_seconds"],
@@ -282,11 +287,9 @@ def time_inference(world: tuple[str, int], args: argparse.Namespace) -> dict:
     root = Path(args.out) / f"{network}-w{seed}"
     n = max(int(x) for x in args.n.split(","))
     lab = str(_labelled_dir(root, args.labels, max(n, 1)))
-    obs_all, net = observations_from_store(lab)
-    cfg = maps_config(SessionStore.open(lab), args)
-    adapted = args.model_predictor.adapt(
-        fit_radio_map(obs_all.select(slice(0, n)), net, model_map_config(cfg, args.model_predictor))
-    )
+    mcfg = model_map_config(maps_config(SessionStore.open(lab), args), args.model_predictor)
+    obs_all, net = observations_from_store(lab, detection_snr_db=mcfg.detection_snr_db)
+    adapted = args.model_predictor.adapt(fit_radio_map(obs_all.select(slice(0, n)), net, mcfg))
     times: list[float] = []
     for shard in SessionStore.open(str(root / "test")).iter_shards():
         for i in range(min(shard.n_sessions, args.time_inference - len(times))):

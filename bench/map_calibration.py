@@ -148,9 +148,15 @@ def main() -> None:
         dist = nearest_label_km(test.pos_km, obs.pos_km)
         world_rows, maps = {}, {}
         for name, c in (("radio_map_kriging", cfg), ("model", cfg.model_copy(update=prior))):
-            maps[name] = m = fit_radio_map(obs, net, c)
+            lab_c, test_c = obs, test  # measured with the map's own detection threshold
+            if c.detection_snr_db != cfg.detection_snr_db:
+                thr = c.detection_snr_db
+                lab_c = observations_from_store(str(lab), net, detection_snr_db=thr)[0]
+                lab_c = lab_c.select(slice(0, args.n))
+                test_c = observations_from_store(str(root / "test"), net, detection_snr_db=thr)[0]
+            maps[name] = m = fit_radio_map(lab_c, net, c)
             world_rows[name] = {"sigma_db": m.hyper.sigma_db, "nugget_db": m.hyper.nugget_db,
-                                "bands": calibration_by_distance(m, test, p_true, dist)}  # fmt: skip
+                                "bands": calibration_by_distance(m, test_c, p_true, dist)}  # fmt: skip
         if args.coverage:
             maps["gp_oracle"] = fit_gp_oracle(obs, net, cfg, labelled)
             levels = located_levels(maps, model, str(root / "test"), test)

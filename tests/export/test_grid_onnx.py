@@ -188,3 +188,27 @@ def test_locate_with_a_checkpoint_answers_with_the_posterior(setup: dict, capsys
     )
     assert answer["truth"]["error_km"] == pytest.approx(err, abs=0.01)
     assert err < 200.0 and 0.0 < answer["truth"]["hpd_level"] <= 1.0  # a position in the network's region
+
+
+def test_the_maps_detection_threshold_travels_with_the_model(setup: dict, tmp_path: Path) -> None:
+    """A map fitted with its own detection threshold (10 dB here): the artifact keeps it, and the
+    model adapted to it and the exported ONNX model measure new sessions with it (the map's states)."""
+    from heimdall.maps.artifact import save_map
+    from heimdall.maps.fit import fit_radio_map
+    from heimdall.maps.observations import observations_from_batch
+
+    obs, net = observations_from_store(setup["lab"], detection_snr_db=10.0)
+    uri = str(tmp_path / "m10")
+    save_map(fit_radio_map(obs, net, MapsConfig(detection_snr_db=10.0, iterations=2)), uri, [setup["lab"]])
+    rmap, meta = load_map(uri)
+    assert rmap.config.detection_snr_db == 10.0
+    batch = SessionStore.open(setup["test"]).read_all()
+    own = rmap.observe(batch)
+    assert np.any(own.state != observations_from_batch(batch, net, labelled_only=False).state)
+    model = GridPosteriorNet(rmap.config)
+    model.load_map(rmap)
+    export_grid_model(model, str(tmp_path / "onnx"), grid_metadata(model, len(net.receivers), {}, meta, uri))
+    adapted = load_predictor(str(setup["ckpt"])).adapt(rmap, meta, uri)
+    for pred in (adapted, load_predictor(str(tmp_path / "onnx" / "model.onnx"))):
+        assert isinstance(pred, GridPosteriorPredictor) and pred.detection_snr_db == 10.0
+        np.testing.assert_array_equal(pred.inputs(batch).state, own.state)

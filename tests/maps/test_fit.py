@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from tests.maps.conftest import planted_pathloss, smooth_field, synth
 
+from heimdall.errors import HeimdallError
 from heimdall.maps.config import MapsConfig
 from heimdall.maps.fit import fit_radio_map
 from heimdall.maps.kriging import FieldHyper, krige
@@ -119,3 +120,13 @@ def test_update_equals_full_fit(network) -> None:
     assert np.abs(diff).max() < 1.5
     assert updated.hyper.sigma_db == pytest.approx(full.hyper.sigma_db, rel=0.05)
     assert isinstance(updated.train, LabelledObservations)
+
+
+def test_update_refuses_another_detection_threshold(network) -> None:
+    """The previous map's labels were measured with its threshold: an update with another one is refused."""
+    rng = np.random.default_rng(5)
+    pos = np.column_stack([rng.uniform(-100, 100, 80), rng.uniform(-90, 85, 80)])
+    obs, _ = synth(network, pos, smooth_field, rng, noise_db=2.0)
+    first = fit_radio_map(obs.select(slice(0, 40)), network, MapsConfig(iterations=2))
+    with pytest.raises(HeimdallError, match="detection_snr_db -5 dB differs from the previous map's 0 dB"):
+        fit_radio_map(obs.select(slice(40, None)), network, MapsConfig(detection_snr_db=-5.0), previous=first)

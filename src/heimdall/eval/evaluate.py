@@ -30,7 +30,6 @@ from heimdall.eval.rss_ml import PathLoss, rss_ml
 from heimdall.eval.tdoa import gabor_bandwidth_hz, tdoa_ml
 from heimdall.eval.threads import start_model, start_posterior
 from heimdall.maps.estimator import RadioMapLocator
-from heimdall.maps.observations import observations_from_batch
 from heimdall.network import LocalFrame, Network
 from heimdall.posterior.grid import SearchGrid, search_grid
 from heimdall.posterior.likelihood import power_observations
@@ -410,7 +409,7 @@ def _process(
 
 def _radio_map_kriging(locator: RadioMapLocator, batch: SessionBatch, frame: LocalFrame) -> PosteriorEstimate:
     """The radio-map posterior of the batch's sessions, positions moved from the map's frame to ``frame``."""
-    post = locator.run(observations_from_batch(batch, locator.rmap.network, labelled_only=False))
+    post = locator.run(locator.rmap.observe(batch))
     mean, mp = post.mean_km, post.map_km
     if (locator.frame.ref_lat_deg, locator.frame.ref_lon_deg) != (frame.ref_lat_deg, frame.ref_lon_deg):
         mean, mp = (

@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from heimdall.errors import HeimdallError, describe_validation_error
+from heimdall.posterior.measure import DETECTION_SNR_DB
 
 
 class MapsConfig(BaseModel):
@@ -23,7 +24,9 @@ class MapsConfig(BaseModel):
     only each receiver's 2 m and 70 cm intercepts. ``sigma_power_dof`` divides the
     variogram's σ² by the share of the field each session's estimated power leaves in
     the residuals (:func:`heimdall.maps.fit.power_dof_factor`) before the final fields
-    are kriged.
+    are kriged. ``detection_snr_db``: the measured SNR (dB over the capture bandwidth)
+    from which a receiver counts as heard, both for the labels and for the sessions the
+    map locates (it travels with the map); below it a receiver is a censored term.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -53,6 +56,7 @@ class MapsConfig(BaseModel):
     prior_exponents: tuple[float, float] = (2.0, 4.0)
     prior_clutter_db: float = Field(15.0, ge=0.0)
     prior_tx_height_m: float = Field(5.0, gt=0.0)
+    detection_snr_db: float = Field(DETECTION_SNR_DB, ge=-10.0, le=10.0)
 
     @model_validator(mode="after")
     def _check(self) -> MapsConfig:

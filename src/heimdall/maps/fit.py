@@ -48,6 +48,8 @@ from numpy.typing import NDArray
 from scipy.special import log_ndtr, ndtri
 from scipy.stats import chi2
 
+from heimdall.data.session import SessionBatch
+from heimdall.errors import HeimdallError
 from heimdall.maps.config import MapsConfig
 from heimdall.maps.grid import MapGrid
 from heimdall.maps.kriging import (
@@ -59,7 +61,14 @@ from heimdall.maps.kriging import (
     mean_variance,
     trend_variance,
 )
-from heimdall.maps.observations import BANDS, CLIPPED, HEARD, SILENT, LabelledObservations
+from heimdall.maps.observations import (
+    BANDS,
+    CLIPPED,
+    HEARD,
+    SILENT,
+    LabelledObservations,
+    observations_from_batch,
+)
 from heimdall.maps.pathloss import (
     design,
     fit_coefficients,
@@ -137,6 +146,17 @@ class RadioMap:
     def rx_km(self) -> NDArray[np.float64]:
         """(R, 2) receiver positions, km."""
         return self.network.positions_km
+
+    def observe(self, batch: SessionBatch) -> LabelledObservations:
+        """The sessions of ``batch`` (labelled or not) measured as this map's labels were.
+
+        The same receivers (the map's network order) and the same detection threshold
+        (``config.detection_snr_db``): the censored terms of the located sessions then mean
+        what they meant in the fit.
+        """
+        return observations_from_batch(
+            batch, self.network, labelled_only=False, detection_snr_db=self.config.detection_snr_db
+        )
 
     def pathloss_db(self, points_km: NDArray[np.float64], band: NDArray | int = 0) -> NDArray[np.float64]:
         """g_i at points (..., 2) in ``band`` (int or (...)): (R, ...) dB (fitted law, or the prior one)."""
@@ -645,6 +665,12 @@ def fit_radio_map(
 
     """
     cfg = cfg or (previous.config if previous is not None else MapsConfig())
+    if previous is not None and previous.config.detection_snr_db != cfg.detection_snr_db:
+        raise HeimdallError(
+            f"detection_snr_db {cfg.detection_snr_db:g} dB differs from the previous map's "
+            f"{previous.config.detection_snr_db:g} dB: its labels were measured with that threshold; "
+            "refit from all the labels instead of updating"
+        )
     t0 = time.perf_counter()
     grid = MapGrid.covering(network.positions_km, cfg.area_margin_km, cfg.grid_step_km)
     hold = is_holdout(obs.session_id, cfg.holdout_fraction, cfg.holdout_seed)

@@ -11,7 +11,7 @@ from heimdall.errors import HeimdallError
 from heimdall.maps.artifact import load_map, log_map_to_mlflow, save_map
 from heimdall.maps.config import MapsConfig, load_maps_config
 from heimdall.maps.fit import RadioMap, fit_radio_map
-from heimdall.maps.observations import observations_from_store
+from heimdall.maps.observations import LabelledObservations, observations_from_store
 from heimdall.maps.plot import draw_maps
 from heimdall.network import load_network
 
@@ -42,24 +42,34 @@ def fit_maps_from_store(
 ) -> list[RadioMap]:
     """:func:`fit_map_from_store` once per entry of ``priors`` (None: the settings as they are).
 
-    The store is read and its captures measured once for all the fits (``evaluate --model
+    The store is read and its captures measured once per distinct measurement setting
+    (``max_label_radius_m``, ``detection_snr_db``) for all the fits (``evaluate --model
     --labelled`` fits ``radio_map_kriging``'s map and the model's own from the same labels).
     """
     net = load_network(network) if network else (previous.network if previous is not None else None)
     cfg = load_maps_config(config) if config else (previous.config if previous is not None else MapsConfig())
     cfgs = [MapsConfig.model_validate({**cfg.model_dump(), **p}) if p else cfg for p in priors]
-    radius = {c.max_label_radius_m for c in cfgs}
-    if len(radius) != 1:
-        raise ValueError("fits from one measurement need one max_label_radius_m")
-    obs, net = observations_from_store(store, net, storage_options, max_label_radius_m=radius.pop())
+    measured: dict[tuple[float, float], LabelledObservations] = {}  # one measurement per setting
+    for c in cfgs:
+        key = (c.max_label_radius_m, c.detection_snr_db)
+        if key not in measured:
+            measured[key], net = observations_from_store(
+                store, net, storage_options, max_label_radius_m=key[0], detection_snr_db=key[1]
+            )
+    assert net is not None
     if previous is not None:
         if previous.network.ids != net.ids:
             raise HeimdallError(f"{store}: receivers {net.ids} differ from the map's {previous.network.ids}")
         known = set(previous.train.session_id.tolist())
-        obs = obs.select(np.array([s not in known for s in obs.session_id.tolist()], dtype=bool))
-        if len(obs) == 0:
-            raise HeimdallError(f"{store}: no labelled sessions that the previous map does not hold")
-    return [fit_radio_map(obs, net, c, previous=previous) for c in cfgs]
+        for key, obs in measured.items():
+            new = np.array([s not in known for s in obs.session_id.tolist()], dtype=bool)
+            measured[key] = obs.select(new)
+            if len(measured[key]) == 0:
+                raise HeimdallError(f"{store}: no labelled sessions that the previous map does not hold")
+    return [
+        fit_radio_map(measured[(c.max_label_radius_m, c.detection_snr_db)], net, c, previous=previous)
+        for c in cfgs
+    ]
 
 
 def run_map_fit(

@@ -19,12 +19,11 @@ from heimdall.data.session import SessionBatch
 from heimdall.errors import HeimdallError
 from heimdall.maps.estimator import RadioMapLocator
 from heimdall.maps.fit import RadioMap
-from heimdall.maps.observations import observations_from_batch
 
 
 def locate_with_map(rmap: RadioMap, batch: SessionBatch) -> dict[str, Any]:
     """Posterior answer (JSON-ready) for the first session of ``batch`` with the maps ``rmap``."""
-    obs = observations_from_batch(batch.select([0]), rmap.network, labelled_only=False)
+    obs = rmap.observe(batch.select([0]))
     if not np.any(obs.state[0] != 0):
         raise HeimdallError(
             f"session {int(batch.session_id[0])}: none of its receivers {sorted(set(batch.rx_station[0]))} "

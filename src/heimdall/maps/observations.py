@@ -133,33 +133,38 @@ def band_index(freq_hz: NDArray[np.float64]) -> NDArray[np.int8]:
 
 
 def slot_observations(
-    batch: SessionBatch,
+    batch: SessionBatch, detection_snr_db: float = DETECTION_SNR_DB
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.int8]]:
     """Per receiver slot (B, S): y (dB, NaN unless heard), censoring level (dB) and state.
 
     y = measured band power (dBm at the nominal full scale) + 20 log10(f / MHz);
     band power, noise floor, heard and clipped come from
     :func:`heimdall.posterior.measure.measure_power`, or from the labeller's burst
-    measurement (``rx_burst_dbfs``, ``rx_burst_noise_dbfs``) where it exists.
+    measurement (``rx_burst_dbfs``, ``rx_burst_noise_dbfs``) where it exists. A receiver is
+    heard from a measured SNR of ``detection_snr_db`` (dB over the capture bandwidth); a
+    silent one is censored at its noise floor + ``detection_snr_db``.
     """
-    meas = measure_power(batch)
+    meas = measure_power(batch, detection_snr_db=detection_snr_db)
     burst = meas.online & np.isfinite(batch.rx_burst_dbfs) & np.isfinite(batch.rx_burst_noise_dbfs)
     band_dbm = np.where(burst, batch.rx_burst_dbfs + batch.rx_fullscale_dbm, meas.band_dbm)
     noise_dbm = np.where(burst, batch.rx_burst_noise_dbfs + batch.rx_fullscale_dbm, meas.noise_dbm)
-    heard = np.where(burst, band_dbm - noise_dbm >= DETECTION_SNR_DB, meas.heard) & meas.online
+    heard = np.where(burst, band_dbm - noise_dbm >= detection_snr_db, meas.heard) & meas.online
     shift = 20.0 * np.log10(batch.center_freq_hz / 1e6)[:, None]
     clipped = heard & meas.clipped
     state = np.where(
         heard & ~clipped, HEARD, np.where(clipped, CLIPPED, np.where(meas.online, SILENT, UNUSED))
     ).astype(np.int8)
     y = np.where(state == HEARD, band_dbm + shift, np.nan)
-    threshold = noise_dbm + DETECTION_SNR_DB + shift
+    threshold = noise_dbm + detection_snr_db + shift
     cens = np.where(state == CLIPPED, band_dbm + shift, np.where(state == SILENT, threshold, np.nan))
     return y, cens, state
 
 
 def observations_from_batch(
-    batch: SessionBatch, network: Network, labelled_only: bool = True
+    batch: SessionBatch,
+    network: Network,
+    labelled_only: bool = True,
+    detection_snr_db: float = DETECTION_SNR_DB,
 ) -> LabelledObservations:
     """Measure a batch's IQ and map its receiver slots onto ``network`` (by station id).
 
@@ -167,11 +172,12 @@ def observations_from_batch(
     :func:`heimdall.posterior.measure.measure_power`, or from the labeller's burst
     measurement where it exists. Unlabelled sessions are dropped (``labelled_only``)
     or kept with NaN positions; slots whose station is not in the network are ignored.
+    ``detection_snr_db``: see :func:`slot_observations`.
     """
     keep = np.flatnonzero(batch.labelled) if labelled_only else np.arange(batch.n_sessions)
     batch = batch.select(keep)
     radius_km = np.nan_to_num(batch.label_radius_m) / R99_PER_SIGMA / 1000.0
-    slot_y, slot_cens, slot_state = slot_observations(batch)
+    slot_y, slot_cens, slot_state = slot_observations(batch, detection_snr_db)
     n, r = batch.n_sessions, len(network.receivers)
     y = np.full((n, r), np.nan)
     cens = np.full((n, r), np.nan)
@@ -216,6 +222,7 @@ def observations_from_store(
     limit: int | None = None,
     max_label_radius_m: float | None = None,
     workers: int | None = None,
+    detection_snr_db: float = DETECTION_SNR_DB,
 ) -> tuple[LabelledObservations, Network]:
     """Every labelled session of a store (shard by shard), with the network used.
 
@@ -235,13 +242,16 @@ def observations_from_store(
         Shards measured at once, in threads (the measurement is numpy work outside the
         GIL; the next shard is read meanwhile); default the CPU count, at most
         :data:`MAX_MEASURE_WORKERS`. The result does not depend on it.
+    detection_snr_db
+        Measured SNR (dB over the capture bandwidth) from which a receiver is heard.
 
     """
     store = SessionStore.open(uri, storage_options=storage_options)
     net = store_network(store, network)
     total = len(store) if limit is None else min(limit, len(store))
     n_workers = max(1, workers or min(MAX_MEASURE_WORKERS, os.cpu_count() or 1))
-    parts = list(_measured(_first_sessions(store, total, max_label_radius_m), net, n_workers))
+    sessions = _first_sessions(store, total, max_label_radius_m)
+    parts = list(_measured(sessions, net, n_workers, detection_snr_db))
     obs = LabelledObservations.concat(parts) if parts else None
     if obs is None or len(obs) == 0:
         raise HeimdallError(f"{uri}: no labelled sessions (tx_lat_deg / tx_lon_deg) to fit a map from")
@@ -263,15 +273,17 @@ def _first_sessions(
         yield batch
 
 
-def _measured(batches: Iterator[SessionBatch], net: Network, workers: int) -> Iterator[LabelledObservations]:
+def _measured(
+    batches: Iterator[SessionBatch], net: Network, workers: int, detection_snr_db: float
+) -> Iterator[LabelledObservations]:
     """:func:`observations_from_batch` of each batch, in order, ``workers`` at a time in threads."""
     if workers == 1:
-        yield from (observations_from_batch(b, net) for b in batches)
+        yield from (observations_from_batch(b, net, True, detection_snr_db) for b in batches)
         return
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pending: deque[Future[LabelledObservations]] = deque()
         for batch in batches:
-            pending.append(pool.submit(observations_from_batch, batch, net))
+            pending.append(pool.submit(observations_from_batch, batch, net, True, detection_snr_db))
             if len(pending) >= workers:
                 yield pending.popleft().result()
         while pending:

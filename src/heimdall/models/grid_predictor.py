@@ -35,6 +35,7 @@ from heimdall.models.gridnet_inputs import GridInputs, inputs_for_network, input
 from heimdall.network import LocalFrame, Network
 from heimdall.posterior.grid import SearchGrid, search_grid
 from heimdall.posterior.map import PosteriorMap
+from heimdall.posterior.measure import DETECTION_SNR_DB
 from heimdall.posterior.refine import REFINE_MASS, REFINE_MAX_CELLS, RefinedPosterior, refine_posterior
 from heimdall.posterior.scores import PosteriorScores
 
@@ -116,6 +117,8 @@ class GridPosteriorPredictor:
         self.map_area_km: tuple[float, float, float, float] | None = tuple(area) if area else None  # type: ignore[assignment]
         self.coarse_step_km = float(metadata.get("coarse_step_km", COARSE_STEP_KM))
         self.refine_factor = int(metadata.get("refine_factor", REFINE_FACTOR))
+        #: Measured SNR (dB) from which a receiver is heard: its radio map's (the reference rule without).
+        self.detection_snr_db = float(metadata.get("detection_snr_db", DETECTION_SNR_DB))
 
     @property
     def has_map(self) -> bool:
@@ -125,7 +128,7 @@ class GridPosteriorPredictor:
     def inputs(self, batch: SessionBatch) -> GridInputs:
         """The graph's inputs of a batch (network order with a map, session slots without)."""
         if self.network is not None:
-            return inputs_for_network(batch, self.network)
+            return inputs_for_network(batch, self.network, self.detection_snr_db)
         if batch.n_receivers > self.n_slots:
             raise HeimdallError(
                 f"{batch.n_receivers} receiver slots; this model takes at most {self.n_slots}"
@@ -207,6 +210,7 @@ class GridPosteriorPredictor:
         model = gridnet_from_description(self.metadata["model"])
         model.load_map(rmap)
         drop = ("network", "network_name", "map_area_km", "radio_map", "ref_lat", "ref_lon")
+        drop += ("detection_snr_db",)
         meta = {k: v for k, v in self.metadata.items() if k not in drop}
         meta["n_slots"] = len(rmap.network.receivers)
         meta |= map_metadata(model, map_meta or artifact_metadata(rmap, [], 1), map_uri)
@@ -229,6 +233,7 @@ def map_metadata(model: Any, map_meta: dict[str, Any], map_uri: str | None) -> d
         "ref_lat": map_meta["frame"]["ref_lat_deg"],
         "ref_lon": map_meta["frame"]["ref_lon_deg"],
         "map_area_km": [e0 - step / 2, e0 + (n_e - 0.5) * step, n0 - step / 2, n0 + (n_n - 0.5) * step],
+        "detection_snr_db": float((map_meta.get("config") or {}).get("detection_snr_db", DETECTION_SNR_DB)),
         "radio_map": {
             "uri": map_uri,
             "map_version": map_meta.get("map_version"),
@@ -251,6 +256,13 @@ _PROVENANCE_KEYS = {
 }
 
 
+#: Measured SNR (dB over the capture bandwidth) from which the adapted model hears a receiver.
+#: The fixed measurement's band power is within 0.35 dB of the true received power down to a
+#: true SNR of −5 dB (standard deviation ≤ 0.25 dB; ``bench/measurement.py``), so those captures
+#: are measurements, not the censored terms the reference rule (0 dB) makes of them.
+MODEL_DETECTION_SNR_DB = -5.0
+
+
 def map_prior(metadata: dict[str, Any]) -> dict[str, Any]:
     """The radio-map fit's ``prior_*`` settings from a grid model's learnt law and statistics.
 
@@ -260,7 +272,7 @@ def map_prior(metadata: dict[str, Any]) -> dict[str, Any]:
     prior``): the labels fit each receiver's 2 m and 70 cm intercepts and its field, not
     a new law, which clustered labels would bend far from where they lie; the field's σ
     is corrected for the degree of freedom each session's power takes (``sigma_power_dof``;
-    docs/MAPS.md).
+    docs/MAPS.md); receivers are heard from :data:`MODEL_DETECTION_SNR_DB`.
     """
     params = (metadata.get("model") or {}).get("parameters")
     if not params:
@@ -272,6 +284,7 @@ def map_prior(metadata: dict[str, Any]) -> dict[str, Any]:
         "prior_nugget_db": float(np.exp(params["log_nugget_db"])),
         "pathloss_shape": "prior",
         "sigma_power_dof": True,
+        "detection_snr_db": MODEL_DETECTION_SNR_DB,
     }
 
 

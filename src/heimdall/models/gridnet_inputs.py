@@ -24,6 +24,7 @@ from heimdall.data.session import SessionBatch
 from heimdall.errors import HeimdallError
 from heimdall.maps.observations import UNUSED, LabelledObservations, band_index, slot_observations
 from heimdall.network import LocalFrame, Network
+from heimdall.posterior.measure import DETECTION_SNR_DB
 
 #: Input names of the exported graph, in the order of :meth:`GridInputs.arrays`, then ``points_km``.
 INPUT_NAMES = ("y_db", "state", "cens_db", "rx_km", "rx_height_m", "band", "points_km")
@@ -97,11 +98,16 @@ class GridInputs:
         )  # fmt: skip
 
 
-def inputs_for_network(batch: SessionBatch, network: Network) -> GridInputs:
-    """Sessions in the network's receiver order (slots matched by station id; others ignored)."""
+def inputs_for_network(
+    batch: SessionBatch, network: Network, detection_snr_db: float = DETECTION_SNR_DB
+) -> GridInputs:
+    """Sessions in the network's receiver order (slots matched by station id; others ignored).
+
+    ``detection_snr_db``: the measured SNR (dB) from which a receiver is heard (its map's).
+    """
     from heimdall.maps.observations import observations_from_batch
 
-    obs: LabelledObservations = observations_from_batch(batch, network, labelled_only=False)
+    obs: LabelledObservations = observations_from_batch(batch, network, False, detection_snr_db)
     b, r = obs.y_db.shape
     return GridInputs(
         obs.y_db, obs.state, obs.cens_db,
