@@ -203,6 +203,7 @@ def test_model_card_says_kind_and_which_labels_fitted_the_map(servers, grid_setu
     assert fitted["uri"] == grid_setup.radio_map and fitted["sources"] == [grid_setup.labelled]
     assert 0.8 * N_LABELLED <= fitted["n_labels"] <= N_LABELLED and fitted["map_version"] == 1
     assert card["network"]["name"] == "nw-italy" and card["trained_area"] is not None
+    assert card["posterior"]["detection_snr_db"] == 0.0  # the map's (fitted with the default)
     plain = httpx.get(servers["no_map"].url + "/v1/model").json()
     assert plain["kind"] == "grid-posterior" and plain["posterior"]["radio_map"] is None
     assert plain["network"] is None and "at most 12" in plain["posterior"]["receivers"]

@@ -89,6 +89,7 @@ def _posterior_card(predictor: Any) -> dict[str, Any]:
         else f"any receivers, at most {predictor.n_slots} in a session",
         "hpd_levels": [0.5, 0.9],
         "n_modes": 3,
+        "detection_snr_db": getattr(predictor, "detection_snr_db", None),
     }
     radio_map = meta.get("radio_map")
     card["radio_map"] = (
