@@ -13,6 +13,7 @@ from heimdall.data.store import SessionStore
 from heimdall.maps.artifact import load_map
 from heimdall.maps.estimator import radio_map_posterior
 from heimdall.maps.job import fit_map_from_store, fit_maps_from_store, run_map_fit
+from heimdall.maps.observations import HEARD as OBS_HEARD
 from heimdall.sim.simulate_job import run_simulation
 
 CONFIG = "min_labels: 10\nholdout_fraction: 0.2\niterations: 3\n"
@@ -93,8 +94,8 @@ def test_round_trip_s3(labelled: str, s3_bucket: str, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_one_measurement_serves_several_fits(labelled: str, tmp_path: Path) -> None:
-    """fit_maps_from_store: each map equals the one fitted on its own; settings that would read a
-    different set of labels (another max_label_radius_m) are refused before the store is read."""
+    """fit_maps_from_store: each map equals the one fitted on its own, also where a setting measures
+    the labels differently (another detection threshold: measured once per threshold)."""
     cfg = tmp_path / "maps.yaml"
     cfg.write_text(CONFIG)
     prior = {"pathloss_shape": "prior", "sigma_power_dof": True}
@@ -105,8 +106,14 @@ def test_one_measurement_serves_several_fits(labelled: str, tmp_path: Path) -> N
         np.testing.assert_array_equal(got.coef, alone.coef)
         np.testing.assert_array_equal(got.field_var_db2, alone.field_var_db2)
     assert own.config.pathloss_shape == "prior" and not np.array_equal(own.coef, plain.coef)
-    with pytest.raises(ValueError, match="max_label_radius_m"):
-        fit_maps_from_store(str(tmp_path / "no-store"), [None, {"max_label_radius_m": 10.0}])
+    low = {"detection_snr_db": -5.0}
+    again, heard_low = fit_maps_from_store(labelled, [None, low], config=cfg)
+    alone = fit_map_from_store(labelled, config=cfg, prior=low)
+    np.testing.assert_array_equal(heard_low.train.state, alone.train.state)
+    np.testing.assert_array_equal(heard_low.coef, alone.coef)
+    np.testing.assert_array_equal(again.train.state, plain.train.state)
+    assert heard_low.config.detection_snr_db == -5.0 and plain.config.detection_snr_db == 0.0
+    assert np.sum(heard_low.train.state == OBS_HEARD) >= np.sum(plain.train.state == OBS_HEARD)
 
 
 @pytest.mark.slow
