@@ -157,3 +157,22 @@ def _one_session(iq: np.ndarray, state: np.ndarray):
         rx_timing_sigma_s=nan_r, rx_power_dbm=nan_r, rx_snr_db=nan_r, rx_delay_s=nan_r,
         rx_clipped=np.zeros((1, r), bool), iq=iq[None],
     )  # fmt: skip
+
+
+@pytest.mark.parametrize(("snr_db", "heard_at_0", "heard_at_minus5"), [(-3.0, False, True), (3.0, True, True),
+                                                                       (-12.0, False, False)])  # fmt: skip
+def test_heard_follows_the_models_detection_threshold(
+    snr_db: float, heard_at_0: bool, heard_at_minus5: bool
+) -> None:
+    """A carrier at a known SNR over the 12 kHz capture (white noise + tone, 1 s): heard or not at 0 dB
+    and at −5 dB, as the SNR says."""
+    from heimdall.serve.inputs import _heard
+
+    rng = np.random.default_rng(1)
+    n, rate = 12_000, 12_000.0
+    noise = (rng.standard_normal(n) + 1j * rng.standard_normal(n)) / np.sqrt(2.0)
+    tone = 10.0 ** (snr_db / 20.0) * np.exp(2j * np.pi * 300.0 * np.arange(n) / rate)
+    samples = (0.01 * (noise + tone)).astype(np.complex64)[None]
+    online = np.array([True])
+    assert bool(_heard(samples, online, rate, 0.0)[0]) is heard_at_0
+    assert bool(_heard(samples, online, rate, -5.0)[0]) is heard_at_minus5

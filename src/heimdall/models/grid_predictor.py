@@ -257,9 +257,9 @@ _PROVENANCE_KEYS = {
 
 
 #: Measured SNR (dB over the capture bandwidth) from which the adapted model hears a receiver.
-#: The fixed measurement's band power is within 0.35 dB of the true received power down to a
-#: true SNR of −5 dB (standard deviation ≤ 0.25 dB; ``bench/measurement.py``), so those captures
-#: are measurements, not the censored terms the reference rule (0 dB) makes of them.
+#: Down to a true SNR of −5 dB the fixed measurement's band power has a median error within
+#: 0.35 dB of the true received power and a standard deviation ≤ 0.25 dB (``bench/measurement.py``),
+#: so those captures are measurements, not the censored terms the reference rule (0 dB) makes of them.
 MODEL_DETECTION_SNR_DB = -5.0
 
 

@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 from scipy.signal import resample_poly
 
 from heimdall.data.session import HEARD, OFFLINE, SILENT, SessionBatch
-from heimdall.posterior.measure import measure_power
+from heimdall.posterior.measure import DETECTION_SNR_DB, measure_power
 from heimdall.serve.area import area_of
 from heimdall.serve.schemas import DEFAULT_FULLSCALE_DBM, LocalizeRequest, ReceiverIn
 from heimdall.serve.stations import (
@@ -270,10 +270,13 @@ def _captures(req: LocalizeRequest, loc: Loc) -> dict[int, tuple[NDArray[np.comp
     return captures
 
 
-def _heard(samples: NDArray[np.complex64], online: NDArray[np.bool_], rate_hz: float) -> NDArray[np.bool_]:
+def _heard(
+    samples: NDArray[np.complex64], online: NDArray[np.bool_], rate_hz: float, detection_snr_db: float
+) -> NDArray[np.bool_]:
     """Heard flags from :func:`measure_power` (SNR is scale-free: each row is peak-normalised to int16).
 
-    An all-zero capture (digital silence) counts as silent.
+    Heard from a measured SNR of ``detection_snr_db`` (dB; the model's). An all-zero capture
+    (digital silence) counts as silent.
     """
     r = samples.shape[0]
     peak = np.max(np.abs(samples), axis=1, keepdims=True)
@@ -308,7 +311,8 @@ def _heard(samples: NDArray[np.complex64], online: NDArray[np.bool_], rate_hz: f
         rx_clipped=np.zeros((1, r), bool),
         iq=iq,
     )
-    return measure_power(batch).heard[0] & (peak[:, 0] > 0)  # digital silence is never "heard"
+    heard = measure_power(batch, detection_snr_db=detection_snr_db).heard[0]
+    return heard & (peak[:, 0] > 0)  # digital silence is never "heard"
 
 
 def _names(ids: list[str], which: NDArray[np.bool_]) -> str:
@@ -387,7 +391,7 @@ def prepare_session(req: LocalizeRequest, predictor: ServedModel, loc: Loc = ("b
     if errors:
         raise RequestError(errors)
 
-    heard = _heard(samples, online, model_rate)
+    heard = _heard(samples, online, model_rate, getattr(predictor, "detection_snr_db", DETECTION_SNR_DB))
     if heard.sum() < MIN_RECEIVERS:
         msg = (
             f"only {int(heard.sum())} receivers heard the transmitter ({_names(ids, heard)}); at least "

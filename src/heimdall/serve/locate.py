@@ -95,14 +95,14 @@ def locate_session(
 
     ``located``: :func:`locate_first`'s answer when the caller already has it (no second model run).
     """
-    from heimdall.posterior.measure import measure_power
+    from heimdall.posterior.measure import DETECTION_SNR_DB, measure_power
 
     one = batch.select([0])
     located = located or locate_first(predictor, one)
     frame, posterior = located.frame, located.posterior_map
     mean, cov = located.mean_km[None], located.cov_km2[None]
     answer = answer_of(frame, mean[0], cov[0])
-    measured = measure_power(one)
+    measured = measure_power(one, detection_snr_db=getattr(predictor, "detection_snr_db", DETECTION_SNR_DB))
     ids = [str(s) for s in one.rx_station[0]]
     table = receiver_table(answer, ids, one.rx_lat_deg[0], one.rx_lon_deg[0])
     for row, state, heard, snr in zip(
