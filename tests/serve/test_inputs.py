@@ -137,7 +137,7 @@ def test_heard_scales_each_capture_as_the_complex_samples_do() -> None:
     peak = np.max(np.abs(samples), axis=1, keepdims=True)
     scaled = samples * np.where(peak > 0, 0.5 / np.maximum(peak, 1e-30), 0.0)
     iq = np.round(np.stack([scaled.real, scaled.imag], axis=-1) * 32768.0).astype(np.int16)
-    got = _heard(samples, online, 12000.0)
+    got = _heard(samples, online, 12000.0, 0.0)
     batch = _one_session(iq, np.where(online, HEARD, OFFLINE).astype(np.int8))
     np.testing.assert_array_equal(got, measure_power(batch).heard[0] & (peak[:, 0] > 0))
     assert got.tolist() == [True, True, False, False, False]
