@@ -48,6 +48,7 @@ from heimdall.posterior.measure import DETECTION_SNR_DB, Measurement, measure_po
 from heimdall.sim import World
 from heimdall.sim.family import scenarios_from_metadata
 from heimdall.sim.simulate_job import run_simulation
+from heimdall.sim.simulator import band_of
 
 #: Bands of true SNR over the capture bandwidth, dB.
 SNR_EDGES_DB = (-40.0, -10.0, -5.0, 0.0, 5.0, 10.0, 20.0, 40.0, 80.0)
@@ -60,7 +61,7 @@ TEST_SEED = 7002
 def true_band_dbfs(batch: SessionBatch, world: World) -> np.ndarray:
     """(B, R) each capture's true received power in dBFS: rx_power_dbm + true gain − nominal full scale."""
     fullscale = np.array([rx.fullscale_dbm for rx in world.network.receivers])
-    gains = np.stack([world.gain_offset_db_for("2m" if f < 300e6 else "70cm") for f in batch.center_freq_hz])
+    gains = np.stack([world.gain_offset_db_for(band_of(f)) for f in batch.center_freq_hz])
     return batch.rx_power_dbm + gains - fullscale
 
 
@@ -172,8 +173,7 @@ def main() -> None:
               f"{med:>14} {sd:>10} {p90:>13}")  # fmt: skip
     n_loc = min(args.locate, args.sessions)
     sub = np.arange(n_loc)
-    sub_meas = Measurement(**{k: getattr(meas, k)[sub] for k in Measurement.__dataclass_fields__})
-    result["oracle"] = locate_ideal(batch.select(sub), sub_meas, world, truth[sub])
+    result["oracle"] = locate_ideal(batch.select(sub), meas.select(sub), world, truth[sub])
     result["oracle_sessions"] = n_loc
     print(f"\noracle posterior, {n_loc} sessions (true fields and gains)")
     print(f"{'measurement':<14} {'heard share':>12} {'mean median km':>15} {'MAP median km':>14} "

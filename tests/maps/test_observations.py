@@ -17,6 +17,7 @@ from heimdall.maps.observations import (
 from heimdall.posterior.measure import measure_power
 from heimdall.sim.family import scenarios_from_metadata
 from heimdall.sim.simulate_job import run_simulation
+from heimdall.sim.simulator import band_of
 
 
 def _assert_same(a: LabelledObservations, b: LabelledObservations) -> None:
@@ -59,6 +60,6 @@ def test_a_lower_detection_threshold_hears_weak_captures_that_are_measurements(t
     np.testing.assert_allclose(c5[silent5], (meas.noise_dbm - 5.0 + shift)[silent5], atol=1e-9)
     scenarios = scenarios_from_metadata(store.metadata)
     world = scenarios.world_of(int(batch.world_seed[0]), str(batch.network_id[0]))
-    gain = np.stack([world.gain_offset_db_for("2m" if f < 300e6 else "70cm") for f in batch.center_freq_hz])
+    gain = np.stack([world.gain_offset_db_for(band_of(f)) for f in batch.center_freq_hz])
     err = (meas.band_dbm - (batch.rx_power_dbm + gain))[weak]  # both at the nominal full scale
     assert np.max(np.abs(err)) < 1.0, err

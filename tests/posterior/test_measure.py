@@ -74,6 +74,13 @@ def test_offline_slots_are_nan_and_not_heard(sim_batch: SessionBatch) -> None:
     assert np.all(np.isfinite(m.band_dbm[~off]))
 
 
+def test_select_equals_measuring_the_selected_sessions(sim_batch: SessionBatch) -> None:
+    idx = np.array([2, 0])
+    got, want = measure_power(sim_batch).select(idx), measure_power(sim_batch.select(idx))
+    for name in ("band_dbm", "noise_dbm", "snr_db", "heard", "online", "clipped"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
+
+
 def test_against_simulator_bookkeeping(sim_batch: SessionBatch, world: World) -> None:
     """Measured band power vs the simulator's true received power plus the hidden gain offset.
 

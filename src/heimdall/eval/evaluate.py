@@ -208,7 +208,7 @@ def _run_baselines(
     for idx in _layout_groups(batch):
         idx_all.append(idx)
         sub = batch.select(idx)
-        m = Measurement(**{k: getattr(meas, k)[idx] for k in Measurement.__dataclass_fields__})
+        m = meas.select(idx)
         lay_km = np.nan_to_num(rx_km[idx[0]])
         lay_h = np.nan_to_num(sub.rx_height_m[0], nan=10.0)
         band = np.nan_to_num(m.band_dbm, nan=-300.0)

@@ -209,8 +209,9 @@ class GridPosteriorPredictor:
             raise HeimdallError(f"{self.source}: its metadata has no 'model' description to adapt from")
         model = gridnet_from_description(self.metadata["model"])
         model.load_map(rmap)
-        drop = ("network", "network_name", "map_area_km", "radio_map", "ref_lat", "ref_lon")
-        drop += ("detection_snr_db",)
+        drop = (
+            "network", "network_name", "map_area_km", "radio_map", "ref_lat", "ref_lon", "detection_snr_db",
+        )  # fmt: skip
         meta = {k: v for k, v in self.metadata.items() if k not in drop}
         meta["n_slots"] = len(rmap.network.receivers)
         meta |= map_metadata(model, map_meta or artifact_metadata(rmap, [], 1), map_uri)

@@ -98,6 +98,10 @@ class Measurement:
         """Receivers heard per session (B,)."""
         return self.heard.sum(axis=1)
 
+    def select(self, index: NDArray[np.int64]) -> Measurement:
+        """The sessions at ``index`` (every array's first axis)."""
+        return Measurement(**{k: getattr(self, k)[index] for k in Measurement.__dataclass_fields__})
+
 
 def blackman_harris(n: int) -> NDArray[np.float64]:
     """4-term Blackman-Harris window (Harris, Proc. IEEE 1978): −92 dB sidelobes."""
