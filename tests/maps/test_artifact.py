@@ -73,6 +73,7 @@ def _check_round_trip(labelled: str, uri: str, tmp_path: Path, log: bool) -> Non
         assert key in back
     assert m.field_db.shape == (2, 7, back["grid"]["n_north"], back["grid"]["n_east"])  # 2 m, 70 cm
     assert np.all(m.field_var_db2 <= m.hyper.sigma_db**2 + 1e-3)
+    assert m.hyper.common_var_db2 > 0.0  # the labels' powers absorbed a common field, kept with the map
     if not log:
         return
     import mlflow

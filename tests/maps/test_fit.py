@@ -8,7 +8,7 @@ from tests.maps.conftest import planted_pathloss, smooth_field, synth
 
 from heimdall.errors import HeimdallError
 from heimdall.maps.config import MapsConfig
-from heimdall.maps.fit import fit_radio_map
+from heimdall.maps.fit import common_field_var_db2, fit_radio_map
 from heimdall.maps.kriging import FieldHyper, krige
 from heimdall.maps.observations import LabelledObservations
 from heimdall.sim.shadowing import GridSpec, bilinear, exponential_field
@@ -70,6 +70,12 @@ def test_estimates_hyper_parameters_and_returns_to_prior_far_away(network) -> No
     np.testing.assert_allclose(m.field_var_db2[:, :, far], m.hyper.sigma_db**2, rtol=1e-5)
     near = (dist < 1.0).reshape(m.grid.shape)
     assert m.field_var_db2[0][:, near].mean() < 0.2 * m.hyper.sigma_db**2
+    # the common field the labels' powers absorbed: the receivers' mean field at each label (each
+    # receiver's mean over the labels goes to its intercept), plus the noise's 1 / R share
+    planted = field(pos, len(network.receivers))
+    common = np.mean(planted - planted.mean(axis=0), axis=1)
+    want = np.var(common) + 1.0 / len(network.receivers)
+    assert m.hyper.common_var_db2 == pytest.approx(want, rel=0.3), (m.hyper.common_var_db2, want)
 
 
 @pytest.mark.slow
@@ -120,6 +126,34 @@ def test_update_equals_full_fit(network) -> None:
     assert np.abs(diff).max() < 1.5
     assert updated.hyper.sigma_db == pytest.approx(full.hyper.sigma_db, rel=0.05)
     assert isinstance(updated.train, LabelledObservations)
+
+
+@pytest.mark.parametrize("common_db", [0.0, 3.0])
+def test_common_field_variance_closed_form(common_db: float) -> None:
+    """P uniform over 27–47 dBm plus a common part N(0, c²): Var P̂ − 20²/12 recovers c² (sd ≈ 0.4 dB²)."""
+    rng = np.random.default_rng(11)
+    power = rng.uniform(27.0, 47.0, 20_000) + common_db * rng.standard_normal(20_000)
+    got = common_field_var_db2(power, (27.0, 47.0))
+    assert got >= 0.0
+    assert got == pytest.approx(common_db**2, abs=1.5)
+
+
+def test_common_field_is_what_unknown_powers_absorb(network) -> None:
+    """A field part shared by every receiver (4 dB sine, variance 8 dB²) is absorbed by the unknown
+    powers and measured as the common variance; with the true powers (gp_oracle) nothing is absorbed."""
+    rng = np.random.default_rng(6)
+    pos = np.column_stack([rng.uniform(-100, 100, 600), rng.uniform(-90, 85, 600)])
+
+    def field(p, r):
+        return smooth_field(p, r) + 4.0 * np.sin(2 * np.pi * p[:, :1] / 50.0)
+
+    obs, power = synth(network, pos, field, rng, noise_db=1.0)
+    cfg = MapsConfig(iterations=2, holdout_fraction=0.0)
+    assert fit_radio_map(obs, network, cfg, known_power_dbm=power).hyper.common_var_db2 == 0.0
+    planted = field(pos, len(network.receivers))
+    want = np.var(np.mean(planted - planted.mean(axis=0), axis=1)) + 1.0 / len(network.receivers)
+    got = fit_radio_map(obs, network, cfg).hyper.common_var_db2
+    assert got == pytest.approx(want, abs=3.0), (got, want)  # the sample variance of 600 powers: sd 1.4 dB²
 
 
 def test_update_refuses_another_detection_threshold(network) -> None:

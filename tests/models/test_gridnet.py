@@ -71,8 +71,11 @@ def fitted(tmp_path_factory):
     obs, net = observations_from_store(str(root / "lab"))
     rmap = fit_radio_map(obs, net, MapsConfig())
     tobs, _ = observations_from_store(str(root / "test"), net)
+    assert rmap.hyper.common_var_db2 > 0.0
     model = GridPosteriorNet(rmap.config)
     model.load_map(rmap)
+    # radio_map_kriging's numpy posterior keeps the published range's hard edges: compare like with like
+    model.map_common_var_db2 = 0.0
     return rmap, net, tobs, model, str(root / "test")
 
 
@@ -106,6 +109,59 @@ def test_map_posterior_matches_the_numpy_grid_posterior(fitted) -> None:
             got = model(*_net_inputs(o, net, grid.points_km)).double().numpy()
         for a, b in zip(got, ref, strict=True):
             assert _tv(a, b) <= 0.05
+
+
+def _soft_prior_reference(model, inputs, common_db2: float, sill_db2: float) -> np.ndarray:
+    """Heard-only sessions: log ∫ Π_i N(y_i; P + μ_i, τ² + v_i) p(P) dP by quadrature over P (2,001
+    nodes), p(P) = Φ((hi − P)/s) − Φ((lo − P)/s), s² = c² max(0, 1 − v̄/σ²); summed over the heights."""
+    lo, hi = model.power_range_dbm
+    y, state = inputs[0].double().numpy(), inputs[1].numpy()
+    with torch.no_grad():
+        mean, var = model.predicted_power(*inputs[3:])
+    mean, var = mean.double().numpy(), var.double().numpy()  # (H, B, R, G), (B, R, G)
+    p = np.linspace(lo - 25.0, hi + 25.0, 2001)
+    out = np.zeros(var.shape[0::2])
+    for b in range(len(y)):
+        heard = state[b] == HEARD
+        total = model.nugget_db.item() ** 2 + var[b, heard][..., None]  # (R', G, 1)
+        v_mean = var[b, heard].mean(axis=0)
+        s = np.sqrt(common_db2 * np.clip(1.0 - v_mean / sill_db2, 0.0, 1.0))[:, None]  # (G, 1)
+        with np.errstate(divide="ignore"):
+            log_prior = np.log(ndtr((hi - p) / s) - ndtr((lo - p) / s))  # (G, P)
+        per_h = []
+        for h in range(mean.shape[0]):
+            r = y[b, heard][:, None, None] - mean[h, b, heard][..., None] - p  # (R', G, P)
+            ll = np.sum(-0.5 * r * r / total - 0.5 * np.log(total), axis=0)
+            per_h.append(model.log_height_weight[h].item() + np.logaddexp.reduce(ll + log_prior, axis=-1))
+        out[b] = np.logaddexp.reduce(np.stack(per_h), axis=0)
+    return out
+
+
+@pytest.mark.slow
+def test_soft_power_prior_matches_quadrature(fitted) -> None:
+    """The map's common-field variance widens the power prior's edges: the closed form equals quadrature."""
+    from dataclasses import replace
+
+    rmap, net, tobs, _, _ = fitted
+    soft = GridPosteriorNet(rmap.config)
+    soft.load_map(rmap)
+    c2, sill = rmap.hyper.common_var_db2, rmap.hyper.sigma_db**2
+    assert soft.map_common_var_db2 == pytest.approx(c2) and soft.map_sill_db2 == pytest.approx(sill)
+    o = tobs.select(np.arange(6))
+    o = replace(o, state=np.where(o.state == HEARD, HEARD, UNUSED).astype(o.state.dtype))  # heard terms only
+    y = o.y_db.copy()
+    y[:3] += 12.0  # three sessions pushed towards the top of the power range, where the edge matters
+    o = replace(o, y_db=y)
+    grid = search_grid(rmap.grid.area_km, 8.0)
+    inputs = _net_inputs(o, net, grid.points_km)
+    with torch.no_grad():
+        got = soft(*inputs).double().numpy()
+    want = _soft_prior_reference(soft, inputs, c2, sill)
+    hard = _soft_prior_reference(soft, inputs, 1e-12, sill)
+    tv_soft = [_tv(g, w) for g, w in zip(got, want, strict=True)]
+    tv_hard = [_tv(g, h) for g, h in zip(got, hard, strict=True)]
+    assert max(tv_soft) <= 2e-3, tv_soft
+    assert max(tv_hard) > 0.02, tv_hard  # the soft edge changed something the test can see
 
 
 @pytest.mark.slow

@@ -60,6 +60,7 @@ def map_metadata(m: RadioMap, sources: list[str], version: int) -> dict[str, Any
             "corr_km": m.hyper.corr_km,
             "nugget_db": m.hyper.nugget_db,
             "band_corr": m.hyper.band_corr,
+            "common_var_db2": m.hyper.common_var_db2,
         },
         "bands": list(BANDS),
         "pathloss_knots_km": list(m.knots_km),

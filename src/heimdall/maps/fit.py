@@ -727,6 +727,9 @@ def fit_radio_map(
     if cfg.sigma_power_dof and hyper is None and known_power_dbm is None:
         f = power_dof_factor(fit_obs.state, outliers)
         st = replace(st, hyper=replace(st.hyper, sigma_db=st.hyper.sigma_db / np.sqrt(f)))
+    if known_power_dbm is None:
+        common = common_field_var_db2(st.power[~outliers], cfg.power_range_dbm)
+        st = replace(st, hyper=replace(st.hyper, common_var_db2=common))
     mean, var = _grid_fields(fit_obs, z, nug, use, st.hyper, grid, cfg)
     out = RadioMap(
         network, grid, st.hyper, st.coef, tuple(cfg.pathloss_knots_km), mean, var, cfg, fit_obs, st.power,
@@ -742,6 +745,31 @@ def fit_radio_map(
     }
     out.metrics["_held"] = held
     return out
+
+
+def common_field_var_db2(power_dbm: NDArray[np.float64], power_range_dbm: tuple[float, float]) -> float:
+    """Variance (dB²) of the field common to a session's receivers, from the labels' estimated powers.
+
+    A labelled session's estimated power is its true power plus the mean field (and capture
+    noise) of the receivers that heard it, P̂_b = P_b + c_b, so the fitted fields hold each
+    receiver's field minus that common part, and a transmitter where the labels are dense is
+    predicted with an effective power P + c(x). With P uniform over the published range
+    [lo, hi] (variance (hi − lo)²/12) and c independent of it, Var c = Var P̂ − (hi − lo)²/12
+    (clamped at 0). The adapted model widens its power prior's edges by it where the map is
+    learnt (:class:`heimdall.models.gridnet.GridPosteriorNet`).
+
+    Parameters
+    ----------
+    power_dbm
+        (N,) estimated transmit powers of the fitted labelled sessions, dBm.
+    power_range_dbm
+        The published transmit-power range (lo, hi), dBm.
+
+    """
+    lo, hi = power_range_dbm
+    if len(power_dbm) < 2:
+        return 0.0
+    return float(max(np.var(power_dbm, ddof=1) - (hi - lo) ** 2 / 12.0, 0.0))
 
 
 def previous_held(m: RadioMap) -> LabelledObservations | None:

@@ -35,12 +35,18 @@ _CHUNK = 4096
 
 @dataclass(frozen=True)
 class FieldHyper:
-    """Field statistics: σ (dB), correlation distance ℓ (km), per-capture nugget σ (dB), cross-band ρ."""
+    """Field statistics: σ (dB), correlation distance ℓ (km), per-capture nugget σ (dB), cross-band ρ.
+
+    ``common_var_db2`` is the variance (dB²) of the field part common to a session's receivers
+    that the labelled sessions' estimated powers absorbed (:func:`heimdall.maps.fit.common_field_var_db2`);
+    0 where the powers were known or too few labels were fitted. Kriging does not use it.
+    """
 
     sigma_db: float
     corr_km: float
     nugget_db: float
     band_corr: float = 1.0
+    common_var_db2: float = 0.0
 
     def cov(self, h_km: NDArray[np.float64]) -> NDArray[np.float64]:
         """C(h) = σ² exp(−h/ℓ), dB²."""

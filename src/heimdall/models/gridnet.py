@@ -12,6 +12,16 @@ Tobin 1958). The transmit power P0 is uniform over the published range and
 integrated out — in closed form for the heard terms, by quadrature for the
 censored ones — and the transmitter height h over Gauss-Legendre nodes.
 
+With a learnt map the fields hold each receiver's field minus the part common to the
+labels' receivers, which the labels' estimated powers absorbed (variance c², the map's
+``hyper.common_var_db2``): where the map is learnt a transmitter shows the effective
+power P0 + c. Its prior is the published range convolved with N(0, s²(x)),
+s²(x) = c² · max(0, 1 − v̄(x)/σ²) (v̄ the heard receivers' mean field variance at x, σ²
+the map's sill: s² is c² on the labels and 0 far from them, where the fields return to the
+prior). The heard terms integrate it in closed form,
+∫ N(P; m, 1/W) [Φ((hi − P)/s) − Φ((lo − P)/s)] dP = Φ((hi − m)/√(1/W + s²)) − Φ((lo − m)/√(1/W + s²));
+the censored terms keep the published range's truncation (a second-order correction).
+
 μ_i(x, h) = g_i(d) + s_i(x) + Δ(d, h):
 
 - **learnt radio map** (:meth:`GridPosteriorNet.load_map`): g_i the receiver's fitted
@@ -126,6 +136,9 @@ class GridPosteriorNet(nn.Module):
         self.log_nugget_db = nn.Parameter(torch.tensor(math.log(cfg.prior_nugget_db)))
         self.band_offset_db = nn.Parameter(torch.tensor(0.0))
         self.has_map = False
+        #: The map's common-field variance c² and field sill σ² (dB²); see the module docstring.
+        self.map_common_var_db2 = 0.0
+        self.map_sill_db2 = 1.0
         self.grid_geometry = (0.0, 0.0, 1.0, 1, 1)  # east0, north0, step (km), n_east, n_north
         for name in ("map_coef", "map_field_db", "map_field_var_db2", "map_nugget_db"):
             self.register_buffer(name, torch.zeros(0))
@@ -143,6 +156,8 @@ class GridPosteriorNet(nn.Module):
         self.map_field_db = torch.tensor(rmap.field_db.reshape(nb, r, -1), dtype=torch.float32)
         self.map_field_var_db2 = torch.tensor(rmap.field_var_db2.reshape(nb, r, -1), dtype=torch.float32)
         self.map_nugget_db = torch.tensor(float(rmap.hyper.nugget_db))
+        self.map_common_var_db2 = float(rmap.hyper.common_var_db2)
+        self.map_sill_db2 = float(rmap.hyper.sigma_db) ** 2
         self.power_range_dbm = tuple(float(v) for v in rmap.config.power_range_dbm)
         self.knots_km = tuple(float(k) for k in rmap.knots_km)
 
@@ -249,6 +264,10 @@ class GridPosteriorNet(nn.Module):
         log_det = torch.sum(heard * torch.log(torch.where(heard > 0, w, torch.ones_like(w))), dim=1)
         lo, hi = self.power_range_dbm
         sw = torch.sqrt(safe_w)[None]
+        if self.has_map and self.map_common_var_db2 > 0.0:
+            mean_var = torch.sum(heard * var, dim=1) / torch.clamp(torch.sum(heard, dim=1), min=1.0)
+            learnt = torch.clamp(1.0 - mean_var / self.map_sill_db2, 0.0, 1.0)  # (B, G)
+            sw = torch.rsqrt(1.0 / safe_w + self.map_common_var_db2 * learnt)[None]
         mass = log_interval_prob((lo - m) * sw, (hi - m) * sw)
         ll = -0.5 * q + 0.5 * log_det[None] - 0.5 * torch.log(safe_w)[None] + mass
         ll = torch.where(any_heard[None], ll, torch.zeros_like(ll))
