@@ -20,7 +20,8 @@ s²(x) = c² · max(0, 1 − v̄(x)/σ²) (v̄ the heard receivers' mean field v
 the map's sill: s² is c² on the labels and 0 far from them, where the fields return to the
 prior). The heard terms integrate it in closed form,
 ∫ N(P; m, 1/W) [Φ((hi − P)/s) − Φ((lo − P)/s)] dP = Φ((hi − m)/√(1/W + s²)) − Φ((lo − m)/√(1/W + s²));
-the censored terms keep the published range's truncation (a second-order correction).
+the censored terms keep the published range's hard edges (an approximation: their power nodes
+follow the heard terms' truncated law).
 
 μ_i(x, h) = g_i(d) + s_i(x) + Δ(d, h):
 
