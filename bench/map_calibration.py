@@ -14,8 +14,12 @@ simulator's bookkeeping). The fit anchors the power level at the centre of the p
 one offset (the mean residual over all heard test captures) is removed first. Per band of
 distance from the nearest label: the mean of z² = r² / (field variance + τ²) (1 when the map's
 variance is right; above 1: the map is too sure), the RMS residual r and the RMS predicted
-standard deviation, dB. This is what the posterior's HPD coverage rests on, one receiver at a
-time, without the localiser in between.
+standard deviation, dB. Per session, the mean residual over its heard receivers r̄ holds the
+field common to them that the labels' powers absorbed (docs/MAPS.md, "The common field"):
+``session z²`` divides r̄² by what the model's power prior allows for it, the common field's
+s² = c² max(0, 1 − v̄/σ²) plus the independent parts' mean(v + τ²)/n (1 when right), and
+``without c²`` by the independent parts alone. This is what the posterior's HPD coverage rests
+on, one receiver at a time, without the localiser in between.
 
 ``--coverage`` adds the localiser: the fraction of test transmitters inside the 50 % and 90 %
 highest-density regions, by the same distance bands (the truth's distance from the nearest
@@ -59,21 +63,35 @@ def nearest_label_km(points_km: np.ndarray, labels_km: np.ndarray, chunk: int = 
 def calibration_by_distance(
     m: RadioMap, test: LabelledObservations, power_dbm: np.ndarray, dist_km: np.ndarray
 ) -> list[dict]:
-    """Per distance band: heard captures, mean z², RMS residual and RMS predicted sd (dB)."""
+    """Per distance band: heard captures, mean z², RMS residual and RMS predicted sd (dB); and the
+    sessions' mean residual over their heard receivers against the common field of the model's
+    power prior (``session_z2``: r̄² / (s² + mean(v + τ²) / n), s² = c² max(0, 1 − v̄/σ²);
+    ``session_z2_without_common``: the same without s²)."""
     mean, var = m.predict(test.pos_km, test.band)
     heard = test.state == HEARD
     r = test.y_db - power_dbm[:, None] - mean.T
     r = r - np.sum(np.where(heard, r, 0.0)) / heard.sum()
     total = var.T + m.hyper.nugget_db**2
+    n = heard.sum(axis=1)
+    ok = n >= 2
+    n_safe = np.maximum(n, 1)
+    r_bar = np.sum(np.where(heard, r, 0.0), axis=1) / n_safe
+    v_bar = np.sum(np.where(heard, var.T, 0.0), axis=1) / n_safe
+    s2 = m.hyper.common_var_db2 * np.clip(1.0 - v_bar / m.hyper.sigma_db**2, 0.0, 1.0)
+    indep = np.sum(np.where(heard, total, 0.0), axis=1) / n_safe**2
     rows = []
     for lo, hi in BANDS_KM:
-        sel = heard & ((dist_km >= lo) & (dist_km < hi))[:, None]
+        band = (dist_km >= lo) & (dist_km < hi)
+        sel = heard & band[:, None]
         if not sel.any():
             continue
+        sb = band & ok
         rows.append({"from_km": lo, "to_km": None if np.isinf(hi) else hi, "captures": int(sel.sum()),
                      "mean_z2": float(np.mean(r[sel] ** 2 / total[sel])),
                      "rms_residual_db": float(np.sqrt(np.mean(r[sel] ** 2))),
-                     "rms_predicted_sd_db": float(np.sqrt(np.mean(total[sel])))})  # fmt: skip
+                     "rms_predicted_sd_db": float(np.sqrt(np.mean(total[sel]))),
+                     "session_z2": float(np.mean(r_bar[sb] ** 2 / (s2[sb] + indep[sb]))),
+                     "session_z2_without_common": float(np.mean(r_bar[sb] ** 2 / indep[sb]))})  # fmt: skip
     return rows
 
 
@@ -169,14 +187,15 @@ def main() -> None:
         print(f"\n{args.network}, world {world}: {args.n} {args.labels} labels, {len(test)} test sessions "
               f"(z² = residual² / (field variance + τ²) at the truth, true power; ideal 1)")  # fmt: skip
         print(f"{'map':<18} {'σ dB':>5} {'τ dB':>5} {'from label km':>14} {'captures':>9} {'mean z²':>8} "
-              f"{'RMS resid dB':>13} {'RMS sd dB':>10}")  # fmt: skip
+              f"{'RMS resid dB':>13} {'RMS sd dB':>10} {'session z²':>11} {'without c²':>11}")  # fmt: skip
         for name, row in world_rows.items():
             if name == "coverage":
                 continue
             for b in row["bands"]:
                 print(f"{name:<18} {row['sigma_db']:>5.2f} {row['nugget_db']:>5.2f} {_span(b):>14} "
                       f"{b['captures']:>9} {b['mean_z2']:>8.2f} {b['rms_residual_db']:>13.1f} "
-                      f"{b['rms_predicted_sd_db']:>10.1f}")  # fmt: skip
+                      f"{b['rms_predicted_sd_db']:>10.1f} {b['session_z2']:>11.2f} "
+                      f"{b['session_z2_without_common']:>11.2f}")  # fmt: skip
         if "coverage" in world_rows:
             print(f"\n{'estimator':<18} {'from label km':>14} {'sessions':>9} {'HPD50':>6} {'HPD90':>6}")
             for name, row in world_rows["coverage"].items():

@@ -20,8 +20,7 @@ s²(x) = c² · max(0, 1 − v̄(x)/σ²) (v̄ the heard receivers' mean field v
 the map's sill: s² is c² on the labels and 0 far from them, where the fields return to the
 prior). The heard terms integrate it in closed form,
 ∫ N(P; m, 1/W) [Φ((hi − P)/s) − Φ((lo − P)/s)] dP = Φ((hi − m)/√(1/W + s²)) − Φ((lo − m)/√(1/W + s²));
-the censored terms keep the published range's hard edges (an approximation: their power nodes
-follow the heard terms' truncated law).
+the censored terms weigh their power nodes by the same prior (:meth:`GridPosteriorNet._censored`).
 
 μ_i(x, h) = g_i(d) + s_i(x) + Δ(d, h):
 
@@ -265,14 +264,16 @@ class GridPosteriorNet(nn.Module):
         log_det = torch.sum(heard * torch.log(torch.where(heard > 0, w, torch.ones_like(w))), dim=1)
         lo, hi = self.power_range_dbm
         sw = torch.sqrt(safe_w)[None]
+        edge_sd = None
         if self.has_map and self.map_common_var_db2 > 0.0:
             mean_var = torch.sum(heard * var, dim=1) / torch.clamp(torch.sum(heard, dim=1), min=1.0)
             learnt = torch.clamp(1.0 - mean_var / self.map_sill_db2, 0.0, 1.0)  # (B, G)
-            sw = torch.rsqrt(1.0 / safe_w + self.map_common_var_db2 * learnt)[None]
+            edge_sd = torch.sqrt(self.map_common_var_db2 * learnt)  # s(x), dB
+            sw = torch.rsqrt(1.0 / safe_w + edge_sd * edge_sd)[None]
         mass = log_interval_prob((lo - m) * sw, (hi - m) * sw)
         ll = -0.5 * q + 0.5 * log_det[None] - 0.5 * torch.log(safe_w)[None] + mass
         ll = torch.where(any_heard[None], ll, torch.zeros_like(ll))
-        ll = ll + self._censored(state, cens_db, mean, var, tau2, m, safe_w, any_heard)
+        ll = ll + self._censored(state, cens_db, mean, var, tau2, m, safe_w, any_heard, edge_sd)
         ll = ll + self.log_height_weight[:, None, None]
         return torch.logsumexp(ll, dim=0)
 
@@ -286,6 +287,7 @@ class GridPosteriorNet(nn.Module):
         m: Tensor,
         big_w: Tensor,
         any_heard: Tensor,
+        edge_sd: Tensor | None = None,
     ) -> Tensor:
         """Log E[Π_j Φ(s_j z_j)] over P0 given the heard terms (H, B, G).
 
@@ -299,6 +301,10 @@ class GridPosteriorNet(nn.Module):
         (≤ 1.75 σ wide for 4 cells) is approximated: within 5e-3 nats of adaptive quadrature in
         the tests, where 8 midpoint nodes were 0.35 nats off for a mean far outside the range.
         Nothing heard: midpoint nodes over the whole range, equal weights.
+
+        Soft edges (``edge_sd`` s(x), (B, G) dB; the module docstring): the prior is the range
+        convolved with N(0, s²), so the support reaches 3.5 s beyond each end and each node's
+        weight is multiplied by the prior there, Φ((hi − P)/s) − Φ((lo − P)/s).
         """
         lo, hi = self.power_range_dbm
         k = P0_QUADRATURE_NODES
@@ -306,10 +312,13 @@ class GridPosteriorNet(nn.Module):
         sd = 1.0 / torch.sqrt(big_w)[None, :, :, None]  # (1, B, G, 1)
         heard = any_heard[None, :, :, None]
         centre = m[..., None]
-        outside = centre - torch.clamp(centre, lo, hi)  # mean − mode (dB), 0 inside the range
+        spread = 0.0 * sd if edge_sd is None else 3.5 * edge_sd[None, :, :, None]
+        lo_t, hi_t = lo - spread, hi + spread  # the prior's effective support, dB
+        inside = torch.minimum(torch.maximum(centre, lo_t), hi_t)
+        outside = centre - inside  # mean − mode (dB), 0 inside the range
         reach = torch.sqrt(outside * outside + (3.5 * sd) ** 2)
-        a = torch.where(heard, torch.clamp(centre - reach, lo, hi), lo + 0.0 * sd)
-        b = torch.where(heard, torch.clamp(centre + reach, lo, hi), hi + 0.0 * sd)
+        a = torch.where(heard, torch.minimum(torch.maximum(centre - reach, lo_t), hi_t), lo_t)
+        b = torch.where(heard, torch.minimum(torch.maximum(centre + reach, lo_t), hi_t), hi_t)
         edges = a + (b - a) * frac  # (H, B, G, K + 1), dB
         z = (edges - centre) / sd
         z_lo, z_hi = z[..., :-1], z[..., 1:]
@@ -321,6 +330,11 @@ class GridPosteriorNet(nn.Module):
         midpoint = 0.5 * (edges[..., :-1] + edges[..., 1:])
         nodes = torch.where(heard, cell_mean, midpoint)
         log_w = torch.where(heard, log_mass, 0.0 * log_mass)
+        if edge_sd is not None:
+            s_edge = edge_sd[None, :, :, None]
+            safe = torch.clamp(s_edge, min=1e-6)
+            prior = log_interval_prob((lo - nodes) / safe, (hi - nodes) / safe)
+            log_w = log_w + torch.where(s_edge > 0, prior, torch.zeros_like(prior))
         log_w = log_w - torch.logsumexp(log_w, dim=-1, keepdim=True)
         nodes = nodes[:, :, None]  # (H, B, 1, G, K)
         sign = torch.where(state == SILENT, 1.0, torch.where(state == CLIPPED, -1.0, 0.0)).to(mean.dtype)
