@@ -63,15 +63,24 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 @pytest.mark.slow
 def test_onnx_posterior_matches_the_numpy_grid_posterior(setup: dict) -> None:
-    """ONNX with the map's fields vs the numpy reference (64 power nodes): TV ≤ 0.05 per session."""
+    """ONNX with the map's fields vs PyTorch (TV ≤ 1e-3, the common field's soft power edges included)
+    and, with the published range's hard edges, vs the numpy reference (64 power nodes): TV ≤ 0.05."""
     rmap, meta = load_map(setup["map"])
-    model = GridPosteriorNet(rmap.config)
-    model.load_map(rmap)
-    report = export_grid_model(
-        model, str(setup["root"] / "onnx"), grid_metadata(model, len(rmap.network.receivers), {}, meta, "m")
-    )
-    assert report.parity_max_tv <= 1e-3
-    runner, _ = onnx_runner(report.onnx_bytes, "test")
+    assert rmap.hyper.common_var_db2 > 0.0
+    reports = {}
+    for edges in ("soft", "hard"):
+        model = GridPosteriorNet(rmap.config)
+        model.load_map(rmap)
+        if edges == "hard":  # radio_map_kriging's numpy posterior keeps the hard edges
+            model.map_common_var_db2 = 0.0
+        reports[edges] = export_grid_model(
+            model, str(setup["root"] / f"onnx-{edges}"),
+            grid_metadata(model, len(rmap.network.receivers), {}, meta, "m"),
+        )  # fmt: skip
+        assert reports[edges].parity_max_tv <= 1e-3
+    runner, _ = onnx_runner(reports["hard"].onnx_bytes, "test")
+    soft_runner, _ = onnx_runner(reports["soft"].onnx_bytes, "test")
+    tv_soft_hard = []
     obs, net = observations_from_store(setup["test"], rmap.network)
     grid = search_grid(rmap.grid.area_km, 3.0)
     loc = RadioMapLocator(rmap, refine_factor=1, grid=grid)
@@ -88,7 +97,10 @@ def test_onnx_posterior_matches_the_numpy_grid_posterior(setup: dict) -> None:
             "rx_height_m": net.heights_m[None].astype(np.float32),
             "band": o.band.astype(np.int64), "points_km": grid.points_km[None].astype(np.float32),
         }  # fmt: skip
-        assert _tv(np.asarray(runner(feeds), np.float64)[0], ref) <= 0.05
+        hard = np.asarray(runner(feeds), np.float64)[0]
+        assert _tv(hard, ref) <= 0.05
+        tv_soft_hard.append(_tv(np.asarray(soft_runner(feeds), np.float64)[0], hard))
+    assert max(tv_soft_hard) > 1e-3, tv_soft_hard  # the soft edges are in the exported graph
 
 
 def test_model_without_map_takes_any_number_of_receivers(tmp_path: Path) -> None:
