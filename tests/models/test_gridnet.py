@@ -179,6 +179,22 @@ def test_soft_power_prior_matches_quadrature(fitted, silent: bool, monkeypatch) 
     assert max(tv_hard) > 0.02, tv_hard  # the soft edge changed something the test can see
 
 
+def test_nothing_heard_keeps_the_published_range(fitted) -> None:
+    """Without a heard receiver there is no v̄ to place s(x): the soft model equals the hard one."""
+    from dataclasses import replace
+
+    rmap, net, tobs, hard, _ = fitted
+    soft = GridPosteriorNet(rmap.config)
+    soft.load_map(rmap)
+    o = tobs.select(np.arange(2))
+    thr = np.nanmin(o.y_db) - 10.0
+    o = replace(o, state=np.where(o.state == UNUSED, UNUSED, SILENT).astype(o.state.dtype),
+                cens_db=np.where(o.state == UNUSED, np.nan, thr))  # fmt: skip
+    inputs = _net_inputs(o, net, search_grid(rmap.grid.area_km, 10.0).points_km)
+    with torch.no_grad():
+        np.testing.assert_allclose(soft(*inputs).numpy(), hard(*inputs).numpy(), atol=1e-5)
+
+
 @pytest.mark.slow
 def test_bimodal_posterior_matches_and_keeps_both_modes(fitted) -> None:
     """Two receivers heard equally, the rest offline: a two-lobed posterior; both implementations agree."""

@@ -18,7 +18,7 @@ labels' receivers, which the labels' estimated powers absorbed (variance c², th
 power P0 + c. Its prior is the published range convolved with N(0, s²(x)),
 s²(x) = c² · max(0, 1 − v̄(x)/σ²) (v̄ the heard receivers' mean field variance at x, σ²
 the map's sill: s² is c² on the labels and 0 far from them, where the fields return to the
-prior). The heard terms integrate it in closed form,
+prior; 0 when nothing is heard). The heard terms integrate it in closed form,
 ∫ N(P; m, 1/W) [Φ((hi − P)/s) − Φ((lo − P)/s)] dP = Φ((hi − m)/√(1/W + s²)) − Φ((lo − m)/√(1/W + s²));
 the censored terms weigh their power nodes by the same prior (:meth:`GridPosteriorNet._censored`).
 
@@ -268,6 +268,7 @@ class GridPosteriorNet(nn.Module):
         if self.has_map and self.map_common_var_db2 > 0.0:
             mean_var = torch.sum(heard * var, dim=1) / torch.clamp(torch.sum(heard, dim=1), min=1.0)
             learnt = torch.clamp(1.0 - mean_var / self.map_sill_db2, 0.0, 1.0)  # (B, G)
+            learnt = torch.where(any_heard, learnt, torch.zeros_like(learnt))  # no v̄: the published range
             edge_sd = torch.sqrt(self.map_common_var_db2 * learnt)  # s(x), dB
             sw = torch.rsqrt(1.0 / safe_w + edge_sd * edge_sd)[None]
         mass = log_interval_prob((lo - m) * sw, (hi - m) * sw)
