@@ -16,7 +16,10 @@ store; for each nested N fits the map (``radio_map_kriging``: everything estimat
 labels) and the bench-only ``gp_oracle`` (the world's true σ, ℓ, per-capture σ and the labelled
 transmitters' true powers), locates the test sessions with both on the oracle's likelihood path
 (:class:`heimdall.maps.estimator.RadioMapLocator`) and scores them beside ``rss_ml`` and the
-oracle. Every measurement is cached as JSON under ``--out``; rerunning skips what is done.
+oracle, with the paired bootstrap interval of gp_oracle − radio_map_kriging (posterior-mean
+median): whether knowing the world's statistics and the labels' powers resolves a margin.
+Every measurement is cached as JSON under ``--out`` (with the per-session errors and log
+scores); rerunning skips what is done.
 
 The production model (``model``, :class:`heimdall.models.gridnet.GridPosteriorNet` from
 ``--model CKPT``; default: the untrained start model, ``GridPosteriorNet(MapsConfig())``,
@@ -27,8 +30,9 @@ N ≥ ``min_labels`` the model adapted (:meth:`GridPosteriorPredictor.adapt`) to
 shape is kept: :func:`heimdall.models.grid_predictor.map_prior`), beside ``radio_map_kriging``
 (every path-loss coefficient fitted to the labels), whose per-session errors of the same test
 sessions (cached with its row, checked to be the same truths in the same order) pair with the
-model's for the paired bootstrap interval of the median-error difference model −
-radio_map_kriging (model − rss_ml at N = 0). Cached per N and checkpoint
+model's for the paired bootstrap intervals of the median-error difference model −
+radio_map_kriging (model − rss_ml at N = 0) and of the mean log-score difference (nats per
+km², > 0 favours the model). Cached per N and checkpoint
 (``*-model-<tag>.json``, with the per-session errors), with both fit times and the model's
 seconds per session. ``--model-map kriging`` adapts the model to ``radio_map_kriging``'s own
 map instead (cached as ``*-kriging-map.json``): given the same map the two localisers should
@@ -56,7 +60,12 @@ from gp_oracle import fit_gp_oracle, world_of  # bench/gp_oracle.py
 from heimdall.data.store import SessionStore
 from heimdall.eval.estimate import Estimate
 from heimdall.eval.evaluate import evaluate_store
-from heimdall.eval.metrics import errors_km, paired_bootstrap_median_diff, posterior_summary
+from heimdall.eval.metrics import (
+    errors_km,
+    paired_bootstrap_mean_diff,
+    paired_bootstrap_median_diff,
+    posterior_summary,
+)
 from heimdall.maps.config import MapsConfig, load_maps_config
 from heimdall.maps.estimator import RadioMapLocator
 from heimdall.maps.fit import fit_radio_map
@@ -102,11 +111,18 @@ def _scores(mean_km: np.ndarray, map_km: np.ndarray, scores, truth: np.ndarray) 
     return {"median_km": float(np.median(mean_err)), **posterior_summary(scores, Estimate(map_km), truth)}
 
 
+def _log_scores(scores: Any) -> list[float]:
+    """Per-session log scores (nats per km²), rounded for the cache."""
+    return np.round(scores.log_score, 4).tolist()
+
+
 def _located(post: Any, truth: np.ndarray) -> dict:
-    """A located estimator's scores with its per-session errors (km) of the mean and the mode."""
+    """A located estimator's scores with its per-session errors (km) of the mean and the mode
+    and its per-session log scores."""
     return _scores(post.mean_km, post.map_km, post.scores, truth) | {
         "errors_km": np.round(errors_km(Estimate(post.mean_km), truth), 3).tolist(),
         "map_errors_km": np.round(errors_km(Estimate(post.map_km), truth), 3).tolist(),
+        "log_scores": _log_scores(post.scores),
     }
 
 
@@ -168,6 +184,8 @@ def model_row(
         s["errors_km"] = np.round(mean, 3).tolist()
         if mode is not None:
             s["map_errors_km"] = np.round(mode, 3).tolist()
+        if name in res.posteriors:
+            s["log_scores"] = _log_scores(res.posteriors[name])
         row[name] = s
     row["radio_map_kriging"] = {k: v for k, v in kriging.items() if k not in ("fit_seconds", "hyper")} | {
         "seconds_per_session": kriging["locate_seconds_per_session"]
@@ -177,6 +195,9 @@ def model_row(
     em = {k: np.asarray(row[k]["map_errors_km"]) for k in ("model", "radio_map_kriging")}
     row["bootstrap_model_minus_kriging_map"] = paired_bootstrap_median_diff(
         em["model"], em["radio_map_kriging"]
+    )
+    row["bootstrap_model_minus_kriging_log_score"] = paired_bootstrap_mean_diff(
+        np.asarray(row["model"]["log_scores"]), np.asarray(row["radio_map_kriging"]["log_scores"])
     )
     if n == 0:
         row["bootstrap_model_minus_rss_ml"] = paired_bootstrap_median_diff(e["model"], e["rss_ml"])
@@ -216,12 +237,12 @@ def run_world(network: str, world: int, args: argparse.Namespace) -> dict:
         obs_all if mcfg is None or mcfg.detection_snr_db == cfg.detection_snr_db
         else observations_from_store(lab, net, detection_snr_db=mcfg.detection_snr_db)[0]
     )  # fmt: skip
-    results["model"] = {}
+    results["model"], results["gp_oracle_minus_kriging"] = {}, {}
     for n in ns:
         obs = obs_all.select(slice(0, n))
         path = root / f"{args.labels}-N{n}-test{args.test}{args.maps_tag}.json"
         row = json.loads(path.read_text()) if path.exists() else {}
-        if "errors_km" not in row.get("radio_map_kriging", {}):  # missing, or cached before the errors were
+        if "log_scores" not in row.get("radio_map_kriging", {}):  # missing, or cached before the scores were
             row = {}
             for name in ("radio_map_kriging", "gp_oracle"):
                 t = time.perf_counter()
@@ -241,13 +262,17 @@ def run_world(network: str, world: int, args: argparse.Namespace) -> dict:
                 }
             _write_json(path, row)
         results[n] = row
+        if n > 0:  # does the reference with the world's own statistics and powers beat kriging?
+            results["gp_oracle_minus_kriging"][n] = paired_bootstrap_median_diff(
+                np.asarray(row["gp_oracle"]["errors_km"]), np.asarray(row["radio_map_kriging"]["errors_km"])
+            )
         if mcfg is None:
             continue
         suffix = "" if args.model_map == "own" else "-kriging-map"
         mpath = (
             root / f"{args.labels}-N{n}-test{args.test}{args.maps_tag}-model-{args.model_tag}{suffix}.json"
         )
-        if not mpath.exists():
+        if "log_scores" not in (json.loads(mpath.read_text()) if mpath.exists() else {}).get("model", {}):
             t = time.perf_counter()  # the map of `map fit --model`: the model's law is the prior
             if args.model_map == "own":
                 own = fit_radio_map(model_obs_all.select(slice(0, n)), net, mcfg)
@@ -333,6 +358,10 @@ def _ci(b: dict) -> str:
     return f"{b['diff_km']:+.1f} [{b['ci95_low_km']:+.1f}, {b['ci95_high_km']:+.1f}]"
 
 
+def _ci_nats(b: dict) -> str:
+    return f"{b['diff']:+.3f} [{b['ci95_low']:+.3f}, {b['ci95_high']:+.3f}]"
+
+
 def print_model(res: dict, label: str) -> None:
     """The model's rows, the paired bootstrap against radio_map_kriging and the ratios to the references."""
     print(f"\nmodel: {label}")
@@ -354,6 +383,10 @@ def print_model(res: dict, label: str) -> None:
         b_mean, b_map = row["bootstrap_model_minus_kriging"], row["bootstrap_model_minus_kriging_map"]
         print(f"{'':>6} model − radio_map_kriging, median km [paired bootstrap 95 %]: "
               f"mean {_ci(b_mean)}, MAP {_ci(b_map)}")  # fmt: skip
+        if "bootstrap_model_minus_kriging_log_score" in row:
+            b_ls = row["bootstrap_model_minus_kriging_log_score"]
+            print(f"{'':>6} model − radio_map_kriging, mean log score nats [paired bootstrap 95 %; "
+                  f"> 0 favours the model]: {_ci_nats(b_ls)}")  # fmt: skip
         if "bootstrap_model_minus_rss_ml" in row:
             print(f"{'':>6} model − rss_ml (mean): {_ci(row['bootstrap_model_minus_rss_ml'])}")
         gp = res.get(n, {}).get("gp_oracle")
@@ -486,9 +519,13 @@ def time_map_fit(world: tuple[str, int], args: argparse.Namespace) -> list[float
 
 
 def _without_errors(res: Any) -> Any:
-    """``res`` without the per-session error lists (the summary's size)."""
+    """``res`` without the per-session error and log-score lists (the summary's size)."""
     if isinstance(res, dict):
-        return {k: _without_errors(v) for k, v in res.items() if k not in ("errors_km", "map_errors_km")}
+        return {
+            k: _without_errors(v)
+            for k, v in res.items()
+            if k not in ("errors_km", "map_errors_km", "log_scores")
+        }
     return res
 
 
@@ -498,13 +535,16 @@ def print_world(network: str, world: int, res: dict, args: argparse.Namespace) -
     print(f"{'N':>6} {'estimator':<18} {'mean med km':>12} {'MAP med km':>11} {'HPD50':>6} {'HPD90':>6} "
           f"{'A90 km2':>8} {'logscore':>9} {'fit s':>6}")  # fmt: skip
     for n, row in res.items():
-        if n in ("baselines", "model"):
+        if n in ("baselines", "model", "gp_oracle_minus_kriging"):
             continue
         for name, s in row.items():
             print(f"{n:>6} {name:<18} {s['median_km']:>12.1f} {s['map_median_km']:>11.1f} "
                   f"{s['hpd_coverage_50']:>6.2f} {s['hpd_coverage_90']:>6.2f} "
                   f"{s['hpd90_area_km2_median']:>8.0f} "
                   f"{s['log_score']:>9.2f} {s['fit_seconds']:>6.1f}")  # fmt: skip
+    for n, b in res.get("gp_oracle_minus_kriging", {}).items():
+        print(f"{n:>6} gp_oracle − radio_map_kriging, posterior-mean median km "
+              f"[paired bootstrap 95 %]: {_ci(b)}")  # fmt: skip
     for name, s in res["baselines"].items():
         extra = ""
         if "map_median_km" in s:
