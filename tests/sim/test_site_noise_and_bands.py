@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -114,3 +116,18 @@ def test_network_file_values_override_the_draws(tmp_path) -> None:
     w = World(load_network(path), REF, 0)
     assert w.noise_offset_db[0] == 3.5
     assert w.gain_offset_db_for("2m")[0] == -2.0 and w.gain_offset_db_for("70cm")[0] == -2.0
+
+
+def test_one_field_world_file_shares_everything_across_bands() -> None:
+    """configs/world-one-field.yaml (the physics before per-band fields and site noise): the
+    2 m and 70 cm gains and fields are the same numbers, the noise floor is the nominal one,
+    and every other parameter is the reference world's."""
+    path = Path(__file__).parents[2] / "configs" / "world-one-field.yaml"
+    cfg = load_world(path)
+    changed = {k for k in WorldConfig.model_fields if getattr(cfg, k) != getattr(REF, k)}
+    assert changed == {"band_gain_correlation", "band_field_correlation", "site_noise_sigma_db",
+                       "noise_wander_sigma_db"}  # fmt: skip
+    w = World(NET, cfg.with_overrides(static_field_resolution_km=2.0), 4)
+    np.testing.assert_allclose(w.gain_offset_db_for("70cm"), w.gain_offset_db_for("2m"), atol=1e-9)
+    np.testing.assert_allclose(w.static_fields_for("70cm"), w.static_fields_for("2m"), atol=1e-5)
+    np.testing.assert_allclose(w.noise_dbm(435.0), w.nominal_noise_dbm(435.0), atol=1e-9)
