@@ -75,14 +75,31 @@ from heimdall.sim.simulate_job import run_simulation
 
 
 def _simulate(
-    out: Path, network: str, n: int, world: int, seed: int, positions: str, workers: int = 2
+    out: Path,
+    network: str,
+    n: int,
+    world: int,
+    seed: int,
+    positions: str,
+    workers: int = 2,
+    world_path: Path | None = None,
 ) -> str:
     """Simulate ``n`` sessions into ``out`` (resumable); a complete store of ≥ ``n`` sessions there
-    is used as it is (its first ``n`` sessions are the smaller set: the stream is seeded per shard)."""
+    is used as it is (its first ``n`` sessions are the smaller set: the stream is seeded per shard).
+    ``world_path``: a world YAML over the reference world."""
     uri = str(out)
     if (out / "heimdall-store.json").exists() and len(SessionStore.open(uri)) >= n:
         return uri
-    run_simulation(uri, network, n, world_seed=world, seed=seed, positions=positions, workers=workers)
+    run_simulation(
+        uri,
+        network,
+        n,
+        world_seed=world,
+        seed=seed,
+        world_path=world_path,
+        positions=positions,
+        workers=workers,
+    )
     return uri
 
 

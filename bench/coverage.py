@@ -20,7 +20,6 @@ its 95 % binomial interval (Wilson 1927) and the median errors; the test stores 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from adapt import _simulate, load_model, maps_config, model_map_config, parse_worlds
+from adapt import _simulate, _write_json, load_model, maps_config, model_map_config, parse_worlds
 from scipy.stats import binomtest
 
 from heimdall.data.store import SessionStore
@@ -112,7 +111,7 @@ def main() -> None:
     print(f"\nwall time {(time.perf_counter() - t0) / 60:.1f} min")
     Path(args.out).mkdir(parents=True, exist_ok=True)
     table = {"args": vars(args), "worlds": results}
-    (Path(args.out) / "coverage.json").write_text(json.dumps(table, indent=1))
+    _write_json(Path(args.out) / "coverage.json", table)
 
 
 if __name__ == "__main__":

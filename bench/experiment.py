@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from adapt import _simulate, _write_json  # bench/adapt.py
 
-from heimdall.data.store import SessionStore
 from heimdall.eval.evaluate import evaluate_store
 from heimdall.eval.metrics import errors_km
 from heimdall.maps.config import MapsConfig
@@ -41,7 +41,6 @@ from heimdall.maps.estimator import RadioMapLocator
 from heimdall.maps.fit import fit_radio_map
 from heimdall.maps.observations import observations_from_store
 from heimdall.sim import load_world
-from heimdall.sim.simulate_job import run_simulation
 
 #: The issue's table: N → (posterior-mean median km, MAP median km); "oracle" its world's oracle.
 ISSUE_TABLE: dict[str, tuple[float, float]] = {
@@ -50,21 +49,6 @@ ISSUE_TABLE: dict[str, tuple[float, float]] = {
     "20000": (17.8, 8.6),
     "oracle": (14.5, 5.1),
 }
-
-
-def _simulate(out: Path, n: int, world: int, seed: int, world_path: Path, workers: int) -> str:
-    """``n`` uniform sessions of ``world`` under ``out`` (resumable; a larger complete store is kept)."""
-    uri = str(out)
-    if (out / "heimdall-store.json").exists() and len(SessionStore.open(uri)) >= n:
-        return uri
-    run_simulation(uri, "nw-italy", n, world_seed=world, seed=seed, world_path=world_path, workers=workers)
-    return uri
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    tmp.replace(path)
 
 
 def _medians(est: Any, mode: Any, truth: np.ndarray) -> list[float]:
@@ -78,8 +62,12 @@ def world_cells(world: int, ns: list[int], args: argparse.Namespace) -> dict[str
     cache = root / "cells.json"
     cells: dict[str, Any] = json.loads(cache.read_text()) if cache.exists() else {}
     wpath = Path(args.world)
-    lab = _simulate(root / f"labelled-{max(ns)}", max(ns), world, 7003, wpath, args.workers)
-    test = _simulate(root / f"test-{args.test}", args.test, world, 7002, wpath, args.workers)
+    lab = _simulate(
+        root / f"labelled-{max(ns)}", "nw-italy", max(ns), world, 7003, "uniform", args.workers, wpath
+    )
+    test = _simulate(
+        root / f"test-{args.test}", "nw-italy", args.test, world, 7002, "uniform", args.workers, wpath
+    )
     if "oracle" not in cells:
         res = evaluate_store(test, None, ["oracle"])
         cells["oracle"] = _medians(
@@ -136,6 +124,11 @@ def main() -> None:
     args = p.parse_args()
     worlds = [int(w) for w in args.worlds.split(",")]
     ns = sorted(int(x) for x in args.n.split(","))
+    unknown = sorted(set(map(str, ns)) - set(ISSUE_TABLE))
+    if unknown:
+        p.error(f"--n {','.join(unknown)}: the issue's table has N = 300, 3000 and 20000 only")
+    if not Path(args.world).is_file():
+        p.error(f"--world {args.world}: no such file")
     t0 = time.perf_counter()
     results = {}
     for k, world in enumerate(worlds):

@@ -15,7 +15,7 @@ one offset (the mean residual over all heard test captures) is removed first. Pe
 distance from the nearest label: the mean of z² = r² / (field variance + τ²) (1 when the map's
 variance is right; above 1: the map is too sure), the RMS residual r and the RMS predicted
 standard deviation, dB. Per session, the mean residual over its heard receivers r̄ holds the
-field common to them that the labels' powers absorbed (docs/MAPS.md, "The common field"):
+field common to them that the labels' powers absorbed (docs/MAPS.md, "The common field and the power prior"):
 ``session z²`` divides r̄² by what the model's power prior allows for it, the common field's
 s² = c² max(0, 1 − v̄/σ²) plus the independent parts' mean(v + τ²)/n (1 when right), and
 ``without c²`` by the independent parts alone. This is what the posterior's HPD coverage rests

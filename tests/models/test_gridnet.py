@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -149,8 +151,6 @@ def test_soft_power_prior_matches_quadrature(fitted, silent: bool, monkeypatch) 
     With silent receivers the graph's 4 nodes are within TV 0.07 of quadrature (0.05 with the hard
     edges, the same sessions); 16 nodes converge to it (TV ≤ 5e-3), so the weighting itself is right.
     """
-    from dataclasses import replace
-
     import heimdall.models.gridnet as gridnet_module
 
     rmap, net, tobs, _, _ = fitted
@@ -181,8 +181,6 @@ def test_soft_power_prior_matches_quadrature(fitted, silent: bool, monkeypatch) 
 
 def test_nothing_heard_keeps_the_published_range(fitted) -> None:
     """Without a heard receiver there is no v̄ to place s(x): the soft model equals the hard one."""
-    from dataclasses import replace
-
     rmap, net, tobs, hard, _ = fitted
     soft = GridPosteriorNet(rmap.config)
     soft.load_map(rmap)
@@ -206,8 +204,6 @@ def test_bimodal_posterior_matches_and_keeps_both_modes(fitted) -> None:
     y[0, :2] = 37.0 + mean[:2, 0]
     state = np.full_like(o.state, UNUSED)
     state[0, :2] = HEARD
-    from dataclasses import replace
-
     o = replace(o, y_db=y, state=state, cens_db=np.full_like(o.cens_db, np.nan))
     grid = search_grid(rmap.grid.area_km, 3.0)
     loc = RadioMapLocator(rmap, refine_factor=1, grid=grid)
