@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from heimdall.cli import main
@@ -49,12 +51,25 @@ def test_simulate_and_resume(capsys, tmp_path) -> None:
         (["simulate", "--network", "{tmp}/bad.yaml", "--out", "{tmp}/x"], "not valid YAML"),
         (["simulate", "--sessions", "1", "--out", "{tmp}/file.txt/sub"], "cannot create output"),
         (["networks", "show", "nw-nowhere"], "unknown network"),
+        (
+            ["train", "--config", "{repo}/configs/gridnet.yaml", "--accelerator", "gpu"],
+            "--accelerator: a grid-posterior config trains on one CPU process",
+        ),
+        (
+            ["train", "--config", "{repo}/configs/gridnet.yaml", "--devices", "2", "--strategy", "ddp"],
+            "--devices, --strategy: a grid-posterior config",
+        ),
+        (
+            ["train", "--config", "{repo}/configs/gridnet.yaml", "--resume", "x.ckpt"],
+            "no resumable checkpoint",
+        ),
     ],
 )
 def test_user_errors_are_one_line(capsys, tmp_path, argv: list[str], fragment: str) -> None:
     (tmp_path / "bad.yaml").write_text("receivers: [\n")
     (tmp_path / "file.txt").write_text("not a folder")
-    code, out, err = _run(capsys, *[a.replace("{tmp}", str(tmp_path)) for a in argv])
+    repo = str(Path(__file__).parents[1])
+    code, out, err = _run(capsys, *[a.replace("{tmp}", str(tmp_path)).replace("{repo}", repo) for a in argv])
     assert code == 2
     assert fragment in err.replace("\n", " ")
     assert "Traceback" not in err + out

@@ -142,9 +142,10 @@ def train(
     summary: Annotated[Path | None, typer.Option(help="Write run id, checkpoint, metrics as JSON.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
-    """Train LocalizationNet; log to MLflow; print the run id, best checkpoint and validation metrics.
+    """Train a model; log to MLflow; print the run id, the checkpoint and validation metrics.
 
-    A config with top-level ``kind: grid-posterior`` pretrains the grid-posterior model instead.
+    A config with top-level ``kind: grid-posterior`` (configs/gridnet.yaml) pretrains the
+    production grid-posterior model on CPU; any other config trains the Gaussian LocalizationNet.
     """
     from heimdall.models.config import load_config
     from heimdall.models.gridnet_config import is_gridnet_config
@@ -153,6 +154,12 @@ def train(
     if is_gridnet_config(config):
         if resume is not None:
             raise HeimdallError("--resume: a grid-posterior config has no resumable checkpoint; rerun it")
+        device_opts = {"--accelerator": accelerator, "--devices": devices, "--strategy": strategy}
+        if given_device := [k for k, v in device_opts.items() if v is not None]:
+            raise HeimdallError(
+                f"{', '.join(given_device)}: a grid-posterior config trains on one CPU process "
+                "(its threads: trainer.cpu_threads); leave these out"
+            )
         given = {"max_minutes": max_minutes, "max_epochs": max_epochs, "out_dir": out_dir}
         _train_gridnet(config, data, val, {k: v for k, v in given.items() if v is not None}, tracking_uri,
                        summary, progress)  # fmt: skip
