@@ -71,7 +71,10 @@ def grid_setup(tmp_path_factory: pytest.TempPathFactory) -> GridSetup:
     mapped = GridPosteriorNet(rmap.config)
     mapped.load_map(rmap)
     n_rx = len(rmap.network.receivers)
-    export_grid_model(mapped, str(root / "mapped"), grid_metadata(mapped, n_rx, {}, meta, str(root / "map")))
+    pretrained = {"training_network": "family:alps-ring"}  # as the production model: a family, then a map
+    export_grid_model(
+        mapped, str(root / "mapped"), grid_metadata(mapped, n_rx, pretrained, meta, str(root / "map"))
+    )
     batch = SessionStore.open(test).read_all()
     picked = [i for i in range(batch.n_sessions) if (batch.rx_snr_db[i] > 10.0).sum() >= 4][:2]
     assert len(picked) == 2
@@ -179,6 +182,14 @@ def test_map_model_refuses_receivers_it_has_no_field_for(servers, stored, grid_s
     assert r.status_code == 422
     [item] = r.json()["detail"]
     assert item["loc"] == ["body", "receivers", 1] and "not a station of network" in item["msg"]
+    # a receiver by its station's position is that station: the same answer as by id
+    by_position = _post(servers["with_map"], session_request(stored, grid_setup.picked[0], by_station=False))
+    assert by_position.status_code == 200
+    assert by_position.json()["latitude"] == pytest.approx(_post(servers["with_map"], body).json()["latitude"])
+    twice = copy.deepcopy(body)  # one station by id and again by its position
+    twice["receivers"].append(session_request(stored, grid_setup.picked[0], by_station=False)["receivers"][0])
+    r = _post(servers["with_map"], twice)
+    assert r.status_code == 422 and "more than once" in r.text
     # the model without a map takes the moved receiver (positions only, no network)
     assert _post(servers["no_map"], moved).status_code == 200
     named = _post(servers["no_map"], body)

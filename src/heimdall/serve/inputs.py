@@ -208,10 +208,11 @@ def _match_stations(
     A receiver given by position is the network station within :data:`STATION_TOLERANCE_KM`
     of it. Any other is unmapped: refused (RequestError naming it and the nearest station)
     unless the predictor accepts unmapped receivers. Without a network, or for a model trained
-    on a network family, nothing is matched.
+    on a network family that has no radio map (it takes any receivers), nothing is matched; a
+    model with a map answers for its map network's stations only, whatever it was trained on.
     """
     net = predictor.network
-    if net is None or trained_on_network_family(predictor):
+    if net is None or (trained_on_network_family(predictor) and not getattr(predictor, "has_map", False)):
         return list(ids), []
     stations, unmapped, errors = [], [], []
     for i, rx in enumerate(req.receivers):
