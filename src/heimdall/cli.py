@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from typer.exceptions import TyperException
@@ -721,7 +722,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="heimdall", standalone_mode=False)
     except HeimdallError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}")  # a message's [brackets] are text
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
@@ -732,7 +733,7 @@ def main(argv: list[str] | None = None) -> None:
         if hasattr(exc, "show"):
             exc.show()
         else:
-            console.print(f"[red]error:[/red] {exc.format_message()}")
+            console.print(f"[red]error:[/red] {escape(exc.format_message())}")
         sys.exit(2)
 
 

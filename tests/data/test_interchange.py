@@ -199,6 +199,79 @@ def test_sigmf_wrong_dtype(exported: Path, tmp_path: Path, capsys: pytest.Captur
                  "rx00-aquila-giaveno.sigmf-meta", "core:datatype", "rf32_le")  # fmt: skip
 
 
+@pytest.mark.parametrize("rate", [1e-6, 0.0, -12000.0, 1e12])
+def test_sigmf_absurd_sample_rate(
+    exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], rate: float
+) -> None:
+    """A rate no receiver has is refused by name, before any resampling (1e-6 Hz asked for terabytes)."""
+    path = exported / "session-00000000" / "rx00-aquila-giaveno.sigmf-meta"
+    meta = json.loads(path.read_text())
+    meta["global"]["core:sample_rate"] = rate
+    del meta["global"]["core:sha512"]
+    path.write_text(json.dumps(meta))
+    expect_error(["data", "import-sigmf", str(exported), "--out", str(tmp_path / "o")], capsys,
+                 "rx00-aquila-giaveno", "sample rate must be 1000 to 1e+07 Hz")  # fmt: skip
+
+
+def _edit_collection(folder: Path, edit) -> str:
+    path = folder / "session-00000000.sigmf-collection"
+    coll = json.loads(path.read_text())
+    edit(coll["collection"])
+    path.write_text(json.dumps(coll))
+    return path.name
+
+
+def _edit_meta(folder: Path, edit) -> str:
+    path = folder / "rx01-montanaro.sigmf-meta"
+    meta = json.loads(path.read_text())
+    meta.pop("global", {}).pop("core:sha512", None) if edit is None else None
+    edit(meta)
+    path.write_text(json.dumps(meta))
+    return path.name
+
+
+@pytest.mark.parametrize(
+    ("where", "edit", "message"),
+    [
+        ("collection", lambda c: c.update({"heimdall:truth": [1, 2]}), "'heimdall:truth' must be an object"),
+        (
+            "collection",
+            lambda c: c.update({"heimdall:world_seed": float("inf")}),
+            "'heimdall:world_seed' must be an integer, got inf",
+        ),
+        ("collection", lambda c: c.update({"heimdall:session_seed": "7"}), "'heimdall:session_seed' must be"),
+        ("meta", lambda m: m.update({"global": [1]}), "invalid SigMF meta"),
+        (
+            "meta",
+            lambda m: m["captures"][0].update({"heimdall:nanoseconds": 1e300}),
+            "'heimdall:nanoseconds' must be an integer",
+        ),
+        (
+            "meta",
+            lambda m: m["global"]["core:geolocation"].update({"coordinates": ["8.1", 45.0]}),
+            "'lon' must be a finite number",
+        ),
+        (
+            "meta",
+            lambda m: m["global"]["core:geolocation"].update({"coordinates": [8.1, 145.0]}),
+            "is not a [lon, lat] in degrees",
+        ),
+        (
+            "meta",
+            lambda m: m["global"].update({"heimdall:fullscale_dbm": float("-inf")}),
+            "'heimdall:fullscale_dbm' must be a finite number",
+        ),
+    ],
+)
+def test_sigmf_field_of_the_wrong_kind(
+    exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str, edit, message: str
+) -> None:
+    """Each malformed field is refused naming the file and the field (they were tracebacks)."""
+    folder = exported / "session-00000000"
+    name = _edit_collection(folder, edit) if where == "collection" else _edit_meta(folder, edit)
+    expect_error(["data", "import-sigmf", str(exported), "--out", str(tmp_path / "o")], capsys, name, message)
+
+
 def test_sigmf_nan_in_float_iq(exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     folder = exported / "session-00000001"
     meta_path = folder / "rx02-torino.sigmf-meta"

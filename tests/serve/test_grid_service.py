@@ -185,7 +185,9 @@ def test_map_model_refuses_receivers_it_has_no_field_for(servers, stored, grid_s
     # a receiver by its station's position is that station: the same answer as by id
     by_position = _post(servers["with_map"], session_request(stored, grid_setup.picked[0], by_station=False))
     assert by_position.status_code == 200
-    assert by_position.json()["latitude"] == pytest.approx(_post(servers["with_map"], body).json()["latitude"])
+    assert by_position.json()["latitude"] == pytest.approx(
+        _post(servers["with_map"], body).json()["latitude"]
+    )
     twice = copy.deepcopy(body)  # one station by id and again by its position
     twice["receivers"].append(session_request(stored, grid_setup.picked[0], by_station=False)["receivers"][0])
     r = _post(servers["with_map"], twice)
@@ -255,3 +257,29 @@ def test_locate_html_runs_the_model_once(grid_setup: GridSetup, tmp_path: Path, 
     assert len(calls) == 1
     page = out.read_text(encoding="utf-8")
     assert json.dumps(printed["posterior"]["map"]["latitude"]) in page
+
+
+def test_model_without_map_answers_across_the_antimeridian_and_refuses_a_continent(
+    servers, stored, grid_setup: GridSetup
+) -> None:
+    """The same receivers moved in longitude to straddle 180° give the same answer moved; receivers
+    thousands of km apart are refused by name (they asked for a grid of a million cells)."""
+    body = session_request(stored, grid_setup.picked[0], by_station=False)
+    here = _post(servers["no_map"], body)
+    assert here.status_code == 200, here.text
+    shift = 180.0 - float(np.mean([rx["lon"] for rx in body["receivers"]]))
+    moved = copy.deepcopy(body)
+    for rx in moved["receivers"]:
+        rx["lon"] = (rx["lon"] + shift + 180.0) % 360.0 - 180.0
+    assert {np.sign(rx["lon"]) for rx in moved["receivers"]} == {-1.0, 1.0}  # either side of 180°
+    there = _post(servers["no_map"], moved)
+    assert there.status_code == 200, there.text
+    a, b = here.json(), there.json()
+    assert b["latitude"] == pytest.approx(a["latitude"], abs=1e-6)
+    assert np.cos(np.radians(b["longitude"] - a["longitude"] - shift)) == pytest.approx(1.0, abs=1e-12)
+    assert b["posterior"]["hpd"]["0.9"]["area_km2"] == pytest.approx(a["posterior"]["hpd"]["0.9"]["area_km2"])
+    spread = copy.deepcopy(body)
+    for i, rx in enumerate(spread["receivers"]):
+        rx["lat"] = rx["lon"] = -20.0 + 40.0 * i / (len(spread["receivers"]) - 1)
+    r = _post(servers["no_map"], spread)
+    assert r.status_code == 422 and "spread too far" in r.text

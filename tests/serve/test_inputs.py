@@ -29,6 +29,11 @@ def test_decode_int16_and_float32_pairs() -> None:
         (base64.b64encode(b"\x00" * 6).decode(), "int16", "6 bytes: not a whole number of int16"),
         (base64.b64encode(b"\x00" * 4).decode(), "float32", "4 bytes: not a whole number of float32"),
         (base64.b64encode(np.array([1.0, np.inf], "<f4").tobytes()).decode(), "float32", "NaN or Inf"),
+        (
+            base64.b64encode(np.array([0.5, 0.5, 1.0, -2e6], "<f4").tobytes()).decode(),
+            "float32",
+            r"beyond ±1e\+06 \(first at sample 1\)",
+        ),
     ],
 )
 def test_decode_refusals_name_the_field(text: str, fmt: str, message: str) -> None:
@@ -176,3 +181,31 @@ def test_heard_follows_the_models_detection_threshold(
     online = np.array([True])
     assert bool(_heard(samples, online, rate, 0.0)[0]) is heard_at_0
     assert bool(_heard(samples, online, rate, -5.0)[0]) is heard_at_minus5
+
+
+class _NanGaussian:
+    """A Gaussian predictor whose answer for its second session is NaN (what overflowing captures gave)."""
+
+    frame = None
+
+    def run(self, **inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        b = len(inputs["iq"])
+        mean, cov = np.zeros((b, 2)), np.tile(np.eye(2), (b, 1, 1))
+        mean[1, 0] = np.nan
+        return mean, cov
+
+
+def test_a_non_finite_model_answer_is_refused_not_returned() -> None:
+    """Never a 200 with null coordinates: the session whose answer is NaN is named."""
+    from heimdall.serve.inputs import PreparedSession
+    from heimdall.serve.posterior import locate_prepared
+
+    def session() -> PreparedSession:
+        return PreparedSession(
+            np.zeros((3, 8, 2), np.float32), np.zeros((3, 3), np.float32), np.ones(3, bool), 145e6,
+            ["a", "b", "c"], np.ones(3, np.int8),
+        )  # fmt: skip
+
+    with pytest.raises(RequestError, match="not finite") as exc:
+        locate_prepared(_NanGaussian(), [session(), session()])
+    assert [loc for loc, _ in exc.value.items] == [("body", "sessions", 1)]

@@ -134,6 +134,9 @@ def _unknown_station(folder: Path, tmp: Path) -> list[Path]:
         ("not_utf8", "sigmf-meta"),
         ("empty_data", "holds 0 bytes"),
         ("no_datatype", "core:datatype"),
+        ("global_not_an_object", "invalid SigMF meta"),
+        ("zero_frequency", "center_freq_hz from the SigMF files"),
+        ("micro_hz_rate", "sample rate must be 1000 to 1e+07 Hz"),
     ],
 )
 def test_upload_refusals_name_the_problem(
@@ -154,6 +157,17 @@ def test_upload_refusals_name_the_problem(
         body = _files([*metas[:2], *(p.with_suffix(".sigmf-data") for p in metas[:2])])
     elif case == "unknown_station":
         body = _files(_unknown_station(sigmf_folder, tmp_path))
+    elif case in ("zero_frequency", "micro_hz_rate"):  # every recording says so: readable, impossible
+        body = _files(files)
+        for f in body["files"]:
+            if f["name"].endswith(".sigmf-meta"):
+                doc = json.loads(base64.b64decode(f["data_base64"]))
+                doc["global"].pop("core:sha512", None)
+                if case == "zero_frequency":
+                    doc["captures"][0]["core:frequency"] = 0.0
+                else:
+                    doc["global"]["core:sample_rate"] = 1e-6
+                f["data_base64"] = base64.b64encode(json.dumps(doc).encode()).decode()
     else:
         body = _files(files)
         names = [f["name"] for f in body["files"]]
@@ -163,6 +177,7 @@ def test_upload_refusals_name_the_problem(
             doc = json.loads(metas[0].read_text())
             doc["global"].pop("core:datatype")
             content = {
+                "global_not_an_object": json.dumps({**doc, "global": [1]}).encode(),
                 "not_json": b"not json",
                 "not_utf8": b"\xff\xfe{",
                 "no_datatype": json.dumps(doc).encode(),

@@ -202,6 +202,12 @@ def _malformed(body: dict) -> list[tuple[str, dict | bytes, int, str]]:
         if "iq" in rx:
             rx["iq"] = encode_iq(np.zeros((3000, 2), np.int16), "int16")
     as_string = {**body, "sample_rate_hz": "12000"}
+    huge = copy.deepcopy(body) | {"iq_format": "float32"}
+    for rx in huge["receivers"]:
+        if "iq" in rx:
+            rx["iq"] = encode_iq(np.full((3000, 2), 1e20, np.float32), "float32")
+    tiny_rate = copy.deepcopy(body)
+    tiny_rate["receivers"][online]["sample_rate_hz"] = 1e-6
     nan_json = b'{"center_freq_hz": NaN, "sample_rate_hz": 12000, "receivers": [{"station": "torino"}]}'
     return [
         ("bad base64", bad_b64, 422, "not valid base64"),
@@ -221,6 +227,9 @@ def _malformed(body: dict) -> list[tuple[str, dict | bytes, int, str]]:
         ("digital silence", silence, 422, "only 0 receivers heard the transmitter"),
         ("wrong type", {**body, "receivers": "torino"}, 422, "valid list"),
         ("number as a string", as_string, 422, "sample_rate_hz"),
+        ("1e-6 Hz", {**body, "sample_rate_hz": 1e-6}, 422, "greater than or equal to 1000"),
+        ("float32 1e20 × full scale", huge, 422, "beyond ±1e+06"),
+        ("1e-6 Hz for one receiver", tiny_rate, 422, "greater than or equal to 1000"),
         ("bad format", {**body, "iq_format": "int8"}, 422, "int16"),
         ("not JSON", b"{receivers: [", 422, "JSON"),
         ("50 MB body", b" " * (50 * 1024 * 1024), 413, "exceeds the limit"),

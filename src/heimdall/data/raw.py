@@ -32,6 +32,11 @@ from heimdall.errors import HeimdallError
 
 FULL_SCALE = 32768.0
 MIN_RECEIVERS = 3
+#: Sample rates (Hz) a capture may have: from audio-rate IQ (a few kHz) to a wideband SDR's (MHz).
+#: Outside, resampling to a model's rate would take an absurd filter or factor (a 1e-6 Hz rate
+#: asks for terabytes).
+MIN_SAMPLE_RATE_HZ = 1_000.0
+MAX_SAMPLE_RATE_HZ = 10_000_000.0
 STATE_CODES: dict[str, int] = {"offline": OFFLINE, "heard": HEARD, "silent": SILENT}
 
 
@@ -142,8 +147,11 @@ def session_rate(session: RawSession, rate_hz: float | None) -> float:
     """Sample rate (Hz) a session is brought to: ``rate_hz``, else the lowest of its receivers."""
     rates = [r.sample_rate_hz for r in session.online]
     for r in session.online:
-        if not np.isfinite(r.sample_rate_hz) or r.sample_rate_hz <= 0:
-            raise HeimdallError(f"{r.source}: sample rate must be > 0 Hz, got {r.sample_rate_hz}")
+        if not MIN_SAMPLE_RATE_HZ <= r.sample_rate_hz <= MAX_SAMPLE_RATE_HZ:  # False for NaN too
+            raise HeimdallError(
+                f"{r.source}: sample rate must be {MIN_SAMPLE_RATE_HZ:g} to {MAX_SAMPLE_RATE_HZ:g} Hz, "
+                f"got {r.sample_rate_hz}"
+            )
     return float(rate_hz) if rate_hz else float(min(rates))
 
 

@@ -209,12 +209,21 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
 
 
 def _number(d: dict[str, Any], key: str, where: str, default: float = float("nan")) -> float:
+    """Field ``key`` of ``d`` as a float (``default`` when absent); not a number or ±inf is refused."""
     value = d.get(key)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise HeimdallError(f"{where}: field {key!r} must be a number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or np.isinf(value):
+        raise HeimdallError(f"{where}: field {key!r} must be a finite number, got {value!r}")
     return float(value)
+
+
+def _integer(d: dict[str, Any], key: str, where: str, default: int) -> int:
+    """Field ``key`` of ``d`` as an int (``default`` when absent); anything but an integer is refused."""
+    value = d.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise HeimdallError(f"{where}: field {key!r} must be an integer, got {value!r}")
+    return value
 
 
 def _load_recording(meta_path: Path, collection: Path, session_id: int, position: int) -> RawReceiver:
@@ -225,7 +234,14 @@ def _load_recording(meta_path: Path, collection: Path, session_id: int, position
             # from the JSON already read, without a data file: sigmf's own lookup would follow
             # core:dataset anywhere; the data file is found (inside the folder) by _attach_data
             sf = SigMFFile(metadata=metadata, skip_checksum=True)
-    except (SigMFError, OSError, ValueError, KeyError, TypeError) as exc:
+    except (
+        SigMFError,
+        OSError,
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+    ) as exc:  # e.g. "global": [1]
         raise HeimdallError(f"{meta_path}: invalid SigMF meta ({type(exc).__name__}: {exc})") from None
     g = sf.get_global_info()
     where = str(meta_path)
@@ -240,11 +256,17 @@ def _load_recording(meta_path: Path, collection: Path, session_id: int, position
     coords = geo.get("coordinates") if isinstance(geo, dict) else None
     if not (isinstance(coords, list) and len(coords) >= 2):
         raise HeimdallError(f"{where}: field 'core:geolocation' missing or not a GeoJSON point [lon, lat]")
+    point = {"lon": coords[0], "lat": coords[1]}
+    lon_deg, lat_deg = (_number(point, k, f"{where} core:geolocation") for k in ("lon", "lat"))
+    if not (-90.0 <= lat_deg <= 90.0 and -180.0 <= lon_deg <= 180.0):
+        raise HeimdallError(
+            f"{where}: field 'core:geolocation' [{lon_deg}, {lat_deg}] is not a [lon, lat] in degrees"
+        )
     start_ns = 0
     if SigMFFile.DATETIME_KEY in cap:
         start_ns = parse_utc_ns(cap[SigMFFile.DATETIME_KEY], f"{where} core:datetime")
         if "heimdall:nanoseconds" in cap:
-            ns = int(cap["heimdall:nanoseconds"])
+            ns = _integer(cap, "heimdall:nanoseconds", where, 0)
             if not 0 <= ns < _NS or ns // 1000 != (start_ns % _NS) // 1000:
                 raise HeimdallError(
                     f"{where}: field 'heimdall:nanoseconds' {ns} disagrees with core:datetime"
@@ -253,7 +275,7 @@ def _load_recording(meta_path: Path, collection: Path, session_id: int, position
     rx = RawReceiver(
         source=where,
         station=str(g.get("heimdall:station", meta_path.name.removesuffix(".sigmf-meta"))),
-        lat_deg=float(coords[1]), lon_deg=float(coords[0]),
+        lat_deg=lat_deg, lon_deg=lon_deg,
         height_m=_number(g, "heimdall:antenna_height_m", where),
         fullscale_dbm=_number(g, "heimdall:fullscale_dbm", where),
         sample_rate_hz=_number(g, SigMFFile.SAMPLE_RATE_KEY, where),
@@ -355,11 +377,13 @@ def read_collection(path: Path, fallback_id: int) -> RawSession:
         raise HeimdallError(f"{path}: no recording has a capture 'core:frequency'")
     truth = info.get("heimdall:truth") or {}
     where = str(path)
+    if not isinstance(truth, dict):
+        raise HeimdallError(f"{where}: field 'heimdall:truth' must be an object, got {truth!r}")
     return RawSession(
         source=where, session_id=int(sid), center_freq_hz=float(freqs[0]), receivers=receivers,
-        world_seed=int(info.get("heimdall:world_seed", -1)),
+        world_seed=_integer(info, "heimdall:world_seed", where, -1),
         network_id=str(info.get("heimdall:network_id") or ""),
-        session_seed=int(info.get("heimdall:session_seed", -1)),
+        session_seed=_integer(info, "heimdall:session_seed", where, -1),
         tx_lat_deg=_number(truth, "lat_deg", where), tx_lon_deg=_number(truth, "lon_deg", where),
         tx_power_dbm=_number(truth, "power_dbm", where), tx_height_m=_number(truth, "height_m", where),
         mode=mode_index(truth.get("mode"), where),

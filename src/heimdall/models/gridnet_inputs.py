@@ -24,6 +24,7 @@ from heimdall.data.session import SessionBatch
 from heimdall.errors import HeimdallError
 from heimdall.maps.observations import UNUSED, LabelledObservations, band_index, slot_observations
 from heimdall.network import LocalFrame, Network
+from heimdall.network.geodesy import geodesic_distance_km
 from heimdall.posterior.measure import DETECTION_SNR_DB
 
 #: Input names of the exported graph, in the order of :meth:`GridInputs.arrays`, then ``points_km``.
@@ -117,12 +118,39 @@ def inputs_for_network(
     )  # fmt: skip
 
 
+#: Farthest a session's receiver may be from their centre (km). One VHF/UHF transmitter is heard
+#: over a few hundred km at most (the radio horizon of 30 m masts is ~45 km; diffraction and
+#: tropospheric scatter reach a few hundred); the search grid spans the receivers plus
+#: :data:`AREA_MARGIN_KM`, so receivers thousands of km apart would ask for millions of cells.
+MAX_RECEIVER_RADIUS_KM = 500.0
+
+
 def session_frame(lat_deg: NDArray[np.float64], lon_deg: NDArray[np.float64]) -> LocalFrame:
-    """A local frame at the mean position of the finite receiver coordinates (degrees)."""
+    """A local frame at the centre of the finite receiver coordinates (degrees).
+
+    The centre is the mean latitude and the circular mean longitude (receivers either side of
+    the antimeridian are centred there, not on the far side of the Earth).
+
+    Raises
+    ------
+    HeimdallError
+        No receiver has a finite position, or one is farther than
+        :data:`MAX_RECEIVER_RADIUS_KM` from the centre.
+
+    """
     ok = np.isfinite(lat_deg) & np.isfinite(lon_deg)
     if not ok.any():
         raise HeimdallError("a session has no receiver with a finite position")
-    return LocalFrame(float(np.mean(lat_deg[ok])), float(np.mean(lon_deg[ok])))
+    lon = np.radians(lon_deg[ok])
+    centre_lon = float(np.degrees(np.arctan2(np.mean(np.sin(lon)), np.mean(np.cos(lon)))))
+    frame = LocalFrame(float(np.mean(lat_deg[ok])), centre_lon)
+    radius = geodesic_distance_km(frame.ref_lat_deg, frame.ref_lon_deg, lat_deg[ok], lon_deg[ok])
+    if radius.max() > MAX_RECEIVER_RADIUS_KM:
+        raise HeimdallError(
+            f"a session's receivers are spread too far: one is {radius.max():.0f} km from their centre "
+            f"(at most {MAX_RECEIVER_RADIUS_KM:.0f} km: one VHF/UHF transmitter is not heard farther)"
+        )
+    return frame
 
 
 def inputs_for_slots(batch: SessionBatch, n_slots: int) -> GridInputs:

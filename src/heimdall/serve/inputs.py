@@ -53,6 +53,10 @@ MIN_RECEIVERS = 3
 DEFAULT_HEIGHT_M = 30.0
 #: Largest denominator of the resampling ratio (model rate / capture rate).
 _MAX_RATIO_DENOMINATOR = 1000
+#: Largest |I| or |Q| of float32 IQ (full scale 1.0): 120 dB above full scale, more than any
+#: receiver's dynamic range; beyond it the samples are not in full-scale units (and their power
+#: overflows float32 at ~1e19).
+MAX_FLOAT_IQ = 1e6
 _PAIR_BYTES = {"int16": 4, "float32": 8}
 _DTYPES = {"int16": np.dtype("<i2"), "float32": np.dtype("<f4")}
 
@@ -123,6 +127,17 @@ def decode_iq(text: str, iq_format: str, loc: Loc) -> NDArray[np.complex64]:
         bad = np.flatnonzero(~np.isfinite(pairs).all(axis=1))
         if bad.size:
             raise RequestError([(loc, f"contains NaN or Inf (first at sample {int(bad[0])})")])
+        big = np.flatnonzero((np.abs(pairs) > MAX_FLOAT_IQ).any(axis=1))
+        if big.size:
+            raise RequestError(
+                [
+                    (
+                        loc,
+                        f"float32 IQ beyond ±{MAX_FLOAT_IQ:g} (first at sample {int(big[0])}): full scale "
+                        "is 1.0, and this is 120 dB above it",
+                    )
+                ]
+            )
     else:
         pairs /= np.float32(32768.0)
     return pairs.view(np.complex64).reshape(-1)  # (I, Q) float32 pairs are complex64 samples: no copy

@@ -126,6 +126,15 @@ def locate_prepared(predictor: Any, sessions: list[PreparedSession]) -> tuple[li
         located = _locate_grid(predictor, sessions)
     else:
         mean, cov = predictor.run(**stack_sessions(sessions))
+        finite = np.isfinite(mean).all(axis=-1) & np.isfinite(cov).all(axis=(-2, -1))
+        if not finite.all():  # never an answer with null coordinates
+            raise RequestError(
+                [
+                    (("body",) if len(sessions) == 1 else ("body", "sessions", int(k)),
+                     "the model's answer is not finite (NaN or Inf) for these captures")
+                    for k in np.flatnonzero(~finite)
+                ]
+            )  # fmt: skip
         located = [Located(mean[k], cov[k], predictor.frame) for k in range(len(sessions))]
     return located, (time.perf_counter() - start) * 1000.0
 

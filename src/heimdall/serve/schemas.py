@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from heimdall.data.raw import MAX_SAMPLE_RATE_HZ, MIN_SAMPLE_RATE_HZ
+
 #: Most sessions accepted by one ``/v1/localize/batch`` request.
 MAX_BATCH_SESSIONS = 32
 #: Most receivers in one session.
@@ -50,8 +52,8 @@ class ReceiverIn(BaseModel):
     )
     sample_rate_hz: float | None = Field(
         default=None,
-        gt=0.0,
-        le=10_000_000.0,
+        ge=MIN_SAMPLE_RATE_HZ,
+        le=MAX_SAMPLE_RATE_HZ,
         description="This capture's sample rate (overrides the session's).",
     )
     fullscale_dbm: float | None = Field(
@@ -81,8 +83,8 @@ class LocalizeRequest(BaseModel):
 
     center_freq_hz: float = Field(gt=1e6, le=1e10, description="Centre frequency of the captures, Hz.")
     sample_rate_hz: float = Field(
-        gt=0.0,
-        le=10_000_000.0,
+        ge=MIN_SAMPLE_RATE_HZ,
+        le=MAX_SAMPLE_RATE_HZ,
         description="Sample rate of the captures, samples/s (resampled to the model's).",
     )
     iq_format: Literal["int16", "float32"] = Field(

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from heimdall.data.session import OFFLINE, SessionBatch
 from heimdall.errors import HeimdallError
@@ -137,15 +137,23 @@ def session_request(batch: SessionBatch, network: Network | None) -> tuple[Local
             rx["iq"] = encode_iq(batch.iq[0, r])
         receivers.append(rx)
         names.append(station or f"slot {r}")
-    request = LocalizeRequest.model_validate(
-        {
-            "center_freq_hz": float(batch.center_freq_hz[0]),
-            "sample_rate_hz": float(batch.sample_rate_hz[0]),
-            "iq_format": "int16",
-            "receivers": receivers,
-        },
-        strict=False,
-    )
+    try:
+        request = LocalizeRequest.model_validate(
+            {
+                "center_freq_hz": float(batch.center_freq_hz[0]),
+                "sample_rate_hz": float(batch.sample_rate_hz[0]),
+                "iq_format": "int16",
+                "receivers": receivers,
+            },
+            strict=False,
+        )
+    except ValidationError as exc:  # readable files whose values no request may have (e.g. 0 Hz)
+        raise RequestError(
+            [
+                (("body", "files"), f"{'.'.join(map(str, e['loc']))} from the SigMF files: {e['msg']}")
+                for e in exc.errors(include_url=False)
+            ]
+        ) from None
     return request, names
 
 
