@@ -682,6 +682,10 @@ def serve(
     max_connections: Annotated[
         int, typer.Option(help="Open connections at most (more: immediate 503).")
     ] = 100,
+    header_timeout: Annotated[
+        float,
+        typer.Option(help="Seconds a connection has to send a request's headers (then it is closed)."),
+    ] = 10.0,
     token: Annotated[
         str | None,
         typer.Option(
@@ -712,7 +716,7 @@ def serve(
                 threads=threads or None, tracking_uri=tracking_uri,
                 storage_options=_options(endpoint_url, storage_option) or None,
                 max_concurrent=max_concurrent, queue_timeout_s=queue_timeout, token=token,
-                max_connections=max_connections,
+                max_connections=max_connections, header_timeout_s=header_timeout,
                 page=PageConfig(tiles=tiles, attribution=tiles_attribution, data=data,
                                 storage_options=options))  # fmt: skip
 

@@ -8,6 +8,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from heimdall.errors import HeimdallError
+from heimdall.serve.connections import HEADER_TIMEOUT_S, header_deadline_protocol
 
 if TYPE_CHECKING:
     from heimdall.serve.page import PageConfig
@@ -60,6 +61,7 @@ def serve_model(
     queue_timeout_s: float | None = None,
     token: str | None = None,
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    header_timeout_s: float = HEADER_TIMEOUT_S,
     page: PageConfig | None = None,
 ) -> None:
     """Serve the ONNX model ``spec`` (path, URI or ``models:/NAME@ALIAS``) on ``host:port`` until stopped.
@@ -88,6 +90,9 @@ def serve_model(
         API token for ``/v1`` routes (``Authorization: Bearer <token>``); None or empty: none.
     max_connections
         Open connections at most; further ones get uvicorn's immediate 503.
+    header_timeout_s
+        Seconds a connection has to send a request's headers, from its opening and after each
+        response (then it is closed: :mod:`heimdall.serve.connections`).
     page
         The map page at ``/``: tile URL template and stored set (default: OpenStreetMap, none).
 
@@ -111,6 +116,8 @@ def serve_model(
         raise HeimdallError(
             f"--max-connections ({max_connections}) must exceed --max-concurrent ({max_concurrent})"
         )
+    if not 0.0 < header_timeout_s <= 600.0:
+        raise HeimdallError(f"--header-timeout must be in (0, 600] s, got {header_timeout_s:g}")
     token = check_token(token)
     warning = check_exposure(host, token)  # refuses a non-loopback host without a token
     if warning:
@@ -150,4 +157,5 @@ def serve_model(
         log_level="warning",
         access_log=False,
         limit_concurrency=max_connections,
+        http=header_deadline_protocol(header_timeout_s),
     )
