@@ -165,6 +165,8 @@ def test_right_token_passes_and_health_stays_open(guarded: TestClient) -> None:
     r = guarded.post("/v1/localize", headers={"Authorization": f"Bearer {TOKEN}"}, json={})
     assert r.status_code == 422  # past the token check, refused by validation
     assert guarded.get("/health").status_code == 200
+    head = guarded.head("/health")  # load balancers probe with HEAD: no token, no body
+    assert head.status_code == 200 and head.content == b""
     schema = guarded.get("/openapi.json").json()  # open, and declares the token for /v1 operations
     assert schema["components"]["securitySchemes"]["bearerToken"]["scheme"] == "bearer"
     assert schema["paths"]["/v1/localize"]["post"]["security"] == [{"bearerToken": []}]

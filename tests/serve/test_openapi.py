@@ -60,7 +60,13 @@ def test_schemathesis_all_checks_every_operation(served, tmp_path: Path) -> None
         if "ScenarioFinished" in event:
             recorder = event["ScenarioFinished"].get("recorder") or {}
             cases[recorder.get("label")] += len(recorder.get("cases") or {})
-    assert set(cases) == {"POST /v1/localize", "POST /v1/localize/batch", "GET /health", "GET /v1/model"}
+    assert set(cases) == {
+        "POST /v1/localize",
+        "POST /v1/localize/batch",
+        "GET /health",
+        "HEAD /health",
+        "GET /v1/model",
+    }
     # operations with a body get >= 100 generated cases; the two GETs take no input at all, so
     # schemathesis has only their few distinct requests (methods, headers) to send
     assert cases["POST /v1/localize"] >= 100 and cases["POST /v1/localize/batch"] >= 100

@@ -261,9 +261,9 @@ def create_app(
         items = [{"loc": list(loc), "msg": msg, "type": "value_error"} for loc, msg in exc.items]
         return JSONResponse(status_code=422, content={"detail": items})
 
-    @app.get("/health", response_model=Health)
+    @app.api_route("/health", methods=["GET", "HEAD"], response_model=Health)
     def health() -> dict[str, Any]:
-        """Liveness and the loaded model's version."""
+        """Liveness and the loaded model's version (HEAD too, as load balancers probe)."""
         return {"status": "ok", "model_version": predictor.version}
 
     @app.get("/v1/model")
