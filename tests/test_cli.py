@@ -51,6 +51,9 @@ def test_simulate_and_resume(capsys, tmp_path) -> None:
         (["simulate", "--network", "{tmp}/bad.yaml", "--out", "{tmp}/x"], "not valid YAML"),
         (["simulate", "--sessions", "1", "--out", "{tmp}/file.txt/sub"], "cannot create output"),
         (["networks", "show", "nw-nowhere"], "unknown network"),
+        (["simulate", "--duration-s", "0", "--out", "{tmp}/x"], "--duration-s must be in (0, 60] s, got 0.0"),
+        (["simulate", "--duration-s", "nan", "--out", "{tmp}/x"], "got nan"),
+        (["simulate", "--mode", "foo", "--out", "{tmp}/x"], "--mode 'foo': give one of nbfm, cw, fsk, aprs"),
         (
             ["train", "--config", "{repo}/configs/gridnet.yaml", "--accelerator", "gpu"],
             "--accelerator: a grid-posterior config trains on one CPU process",
@@ -63,6 +66,21 @@ def test_simulate_and_resume(capsys, tmp_path) -> None:
             ["train", "--config", "{repo}/configs/gridnet.yaml", "--resume", "x.ckpt"],
             "no resumable checkpoint",
         ),
+        # refused before any data is made or read: after training the run would be lost
+        (
+            ["train", "--config", "{repo}/configs/gridnet.yaml", "--out-dir", "{tmp}/file.txt"],
+            "checkpoint folder",
+        ),
+        (
+            ["train", "--config", "{repo}/configs/quick.yaml", "--out-dir", "{tmp}/file.txt/runs"],
+            "cannot write there",
+        ),
+        (
+            ["train", "--config", "{repo}/configs/gridnet.yaml", "--tracking-uri", "banana://x"],
+            "MLflow has no store for scheme 'banana'",
+        ),
+        (["train", "--config", "{repo}/configs/gridnet.yaml", "--summary", "{tmp}"], "--summary"),
+        (["simulate", "--sessions", "1", "--out", "{tmp}/file.txt"], "file.txt"),
     ],
 )
 def test_user_errors_are_one_line(capsys, tmp_path, argv: list[str], fragment: str) -> None:
@@ -73,3 +91,17 @@ def test_user_errors_are_one_line(capsys, tmp_path, argv: list[str], fragment: s
     assert code == 2
     assert fragment in err.replace("\n", " ")
     assert "Traceback" not in err + out
+
+
+def test_a_file_system_refusal_is_one_line(capsys, tmp_path) -> None:
+    """An OSError the commands do not name themselves is printed as the path and the reason, no
+    traceback (here a folder where the store writes its first file; read-only folders are alike)."""
+    import os
+
+    out = tmp_path / "ds"
+    blocked = out / f"provenance.json.tmp-{os.getpid()}"  # the store's atomic write goes through it
+    blocked.mkdir(parents=True)
+    code, out_text, err = _run(capsys, "simulate", "--sessions", "1", "--out", str(out), "--workers", "1")
+    assert code == 2
+    assert blocked.name in "".join(err.split())  # the console may wrap the line
+    assert "Traceback" not in err + out_text

@@ -152,6 +152,8 @@ def train(
     from heimdall.models.gridnet_config import is_gridnet_config
     from heimdall.models.train import run_training
 
+    if summary is not None and (summary.is_dir() or not summary.parent.is_dir()):
+        raise HeimdallError(f"--summary {str(summary)!r}: not a file path in an existing folder")
     if is_gridnet_config(config):
         if resume is not None:
             raise HeimdallError("--resume: a grid-posterior config has no resumable checkpoint; rerun it")
@@ -727,6 +729,10 @@ def main(argv: list[str] | None = None) -> None:
         app(args=argv, prog_name="heimdall", standalone_mode=False)
     except HeimdallError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}")  # a message's [brackets] are text
+        sys.exit(2)
+    except OSError as exc:  # the file system refused (read-only, a file where a folder goes, ...)
+        where = f"{exc.filename}: " if exc.filename else ""
+        console.print(f"[red]error:[/red] {escape(where + (exc.strerror or str(exc)))}")
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

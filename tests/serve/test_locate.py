@@ -118,3 +118,32 @@ def test_locate_a_session_and_a_model_on_s3(
     local = _locate(capsys, f"{uri}#0", "--model", str(model_path))
     assert remote["latitude"] == local["latitude"] and remote["ellipse_95"] == local["ellipse_95"]
     assert remote["truth"]["latitude"] == SessionStore.open(uri).read([0]).tx_lat_deg[0]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("offline", "2 online receivers"),  # the others never delivered a capture
+        ("silence", "only 2 receivers heard the transmitter"),  # online, digital silence
+    ],
+)
+def test_a_session_too_few_receivers_heard_is_refused(
+    capsys, store_uri: str, model_path: Path, tmp_path: Path, change: str, message: str
+) -> None:
+    """As the service does: fewer than 3 online or heard receivers is an error, not a prior-only answer."""
+    from heimdall.data.session import OFFLINE
+
+    source = SessionStore.open(store_uri)
+    batch = source.read([0])
+    online = np.flatnonzero(batch.rx_state[0] != OFFLINE)
+    assert len(online) >= 3
+    for r in online[2:]:
+        batch.iq[0, r] = 0
+        if change == "offline":
+            batch.rx_state[0, r] = OFFLINE
+    out = tmp_path / "few"
+    SessionStore.create(out, source.metadata).append_shard(0, batch)
+    with pytest.raises(SystemExit) as exc:
+        main(["locate", f"{out}#0", "--model", str(model_path)])
+    assert exc.value.code == 2
+    assert message in " ".join(capsys.readouterr().err.split())

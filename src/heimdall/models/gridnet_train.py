@@ -481,9 +481,11 @@ def run_gridnet_training(cfg: GridNetConfig, progress: bool = True) -> GridTrain
     import mlflow
     from lightning.pytorch.callbacks import EarlyStopping, RichProgressBar
 
-    from heimdall.models.tracking import EpochLogger
+    from heimdall.models.tracking import EpochLogger, check_run_folder
     from heimdall.models.train import git_commit, package_versions
 
+    tracking_uri(cfg)  # refused here, before the data, when MLflow has no store for it
+    check_run_folder(cfg.trainer.out_dir)
     torch.set_num_threads(cfg.trainer.cpu_threads)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()

@@ -13,11 +13,36 @@ import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 
+from heimdall.errors import HeimdallError
 from heimdall.models.ellipse import ellipse_polygon_km
 from heimdall.network import Network
 
 if TYPE_CHECKING:
     from heimdall.models.train import TrainResult
+
+
+def check_run_folder(out_dir: str) -> None:
+    """Refuse, before a run starts, a checkpoint folder it could not write into after training.
+
+    Creates ``out_dir`` (and parents) and writes and removes a probe file there.
+
+    Raises
+    ------
+    HeimdallError
+        The folder cannot be created or written (a file in the way, read-only, no permission).
+
+    """
+    import tempfile
+
+    try:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write-probe-"):
+            pass
+    except OSError as exc:
+        raise HeimdallError(
+            f"checkpoint folder {out_dir!r} (--out-dir / trainer.out_dir): cannot write there "
+            f"({exc.strerror or exc})"
+        ) from None
 
 
 class EpochLogger(L.Callback):

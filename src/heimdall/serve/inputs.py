@@ -30,6 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.signal import resample_poly
 
+from heimdall.data.raw import MIN_RECEIVERS  # fewest online, and fewest heard, for an answer
 from heimdall.data.session import HEARD, OFFLINE, SILENT, SessionBatch
 from heimdall.posterior.measure import DETECTION_SNR_DB, measure_power
 from heimdall.serve.area import area_of
@@ -47,8 +48,6 @@ if TYPE_CHECKING:
 
     ServedModel = OnnxPredictor | GridPosteriorPredictor
 
-#: Fewest online receivers, and fewest that heard the transmitter, for an answer.
-MIN_RECEIVERS = 3
 #: Antenna height (m) of a receiver given by lat/lon without ``height_m``.
 DEFAULT_HEIGHT_M = 30.0
 #: Largest denominator of the resampling ratio (model rate / capture rate).

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from heimdall.data.session import STATE_NAMES, SessionBatch
+from heimdall.data.raw import MIN_RECEIVERS
+from heimdall.data.session import OFFLINE, STATE_NAMES, SessionBatch
 from heimdall.errors import HeimdallError
 from heimdall.export.predictor import Predictor
 from heimdall.models.ellipse import SCALE_95, mahalanobis_sq
@@ -74,6 +75,32 @@ def load_session(
     return store.read([index])
 
 
+def refuse_unanswerable(one: SessionBatch, detection_snr_db: float | None = None) -> None:
+    """HeimdallError unless the session has :data:`MIN_RECEIVERS` online receivers that heard it.
+
+    The service's rule (:func:`heimdall.serve.inputs.prepare_session`): with fewer, a position
+    is not determined and a model would answer from its prior alone. ``detection_snr_db``: the
+    model's detection threshold, dB (default the reference rule's).
+    """
+    from heimdall.posterior.measure import DETECTION_SNR_DB, measure_power
+
+    ids = np.array([str(s) or f"slot {r}" for r, s in enumerate(one.rx_station[0])])
+    online = one.rx_state[0] != OFFLINE
+    if online.sum() < MIN_RECEIVERS:
+        raise HeimdallError(
+            f"session {int(one.session_id[0])}: {int(online.sum())} online receivers "
+            f"({', '.join(ids[online]) or 'none'}); at least {MIN_RECEIVERS} needed"
+        )
+    threshold = DETECTION_SNR_DB if detection_snr_db is None else detection_snr_db
+    heard = measure_power(one, detection_snr_db=threshold).heard[0] & online
+    if heard.sum() < MIN_RECEIVERS:
+        raise HeimdallError(
+            f"session {int(one.session_id[0])}: only {int(heard.sum())} receivers heard the transmitter "
+            f"({', '.join(ids[heard]) or 'none'}); at least {MIN_RECEIVERS} needed "
+            f"(silent: {', '.join(ids[online & ~heard]) or 'none'})"
+        )
+
+
 def locate_first(predictor: Predictor, batch: SessionBatch) -> Located:
     """The model's answer for the first session of ``batch`` (one model run).
 
@@ -81,6 +108,7 @@ def locate_first(predictor: Predictor, batch: SessionBatch) -> Located:
     (``locate_one``); a Gaussian one in its own frame, without a map.
     """
     one = batch.select([0])
+    refuse_unanswerable(one, getattr(predictor, "detection_snr_db", None))
     if hasattr(predictor, "locate_one"):
         mean_km, cov_km2, posterior = predictor.locate_one(one)
         return Located(mean_km, cov_km2, posterior.frame, posterior)

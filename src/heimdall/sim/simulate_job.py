@@ -6,13 +6,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from heimdall.data.session import MODES
 from heimdall.data.store import SessionStore
 from heimdall.errors import HeimdallError
 from heimdall.sim.aprs_traffic import world_overrides
 from heimdall.sim.family import DEFAULT_BLOCK, parse_network_source
 from heimdall.sim.positions import PRIORS
 from heimdall.sim.runner import SimulationSpec, iter_shards
-from heimdall.sim.world import load_world
+from heimdall.sim.world import MAX_DURATION_S, load_world
 
 
 def run_simulation(
@@ -49,6 +50,10 @@ def run_simulation(
     """
     if positions not in PRIORS:
         raise HeimdallError(f"--positions {positions!r}: give one of {', '.join(PRIORS)}")
+    if mode is not None and mode not in MODES:
+        raise HeimdallError(f"--mode {mode!r}: give one of {', '.join(MODES)}")
+    if duration_s is not None and not 0.0 < duration_s <= MAX_DURATION_S:  # False for NaN
+        raise HeimdallError(f"--duration-s must be in (0, {MAX_DURATION_S:g}] s, got {duration_s}")
     net = parse_network_source(network)
     config = load_world(world_path)
     changes: dict[str, Any] = {}

@@ -16,13 +16,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from heimdall.errors import HeimdallError, describe_validation_error
 
+#: Longest capture a world simulates, s (a web receiver's recordings are seconds long).
+MAX_DURATION_S = 60.0
+
 
 class WorldConfig(BaseModel):
     """Simulator parameters (see ``reference-world.yaml`` for units and reasons)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    duration_s: float = Field(gt=0.0, le=60.0)
+    duration_s: float = Field(gt=0.0, le=MAX_DURATION_S)
     area_margin_km: float = Field(ge=0.0)
     tx_power_dbm_min: float
     tx_power_dbm_max: float
@@ -98,8 +101,13 @@ class WorldConfig(BaseModel):
         return self.timing_sigma_sync_s if self.synchronised else self.timing_sigma_unsync_s
 
     def with_overrides(self, **changes: Any) -> WorldConfig:
-        """A copy with some parameters changed (validated)."""
-        return WorldConfig.model_validate({**self.model_dump(), **changes})
+        """A copy with some parameters changed (validated: HeimdallError naming the parameter)."""
+        try:
+            return WorldConfig.model_validate({**self.model_dump(), **changes})
+        except ValidationError as exc:
+            raise HeimdallError(
+                f"world parameters {sorted(changes)}: {describe_validation_error(exc)}"
+            ) from None
 
     def to_yaml(self) -> str:
         """The resolved parameters as plain YAML (for logging beside every run)."""
