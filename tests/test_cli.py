@@ -55,6 +55,14 @@ def test_simulate_and_resume(capsys, tmp_path) -> None:
         (["simulate", "--duration-s", "nan", "--out", "{tmp}/x"], "got nan"),
         (["simulate", "--mode", "foo", "--out", "{tmp}/x"], "--mode 'foo': give one of nbfm, cw, fsk, aprs"),
         (
+            ["simulate", "--workers", "-2", "--out", "{tmp}/x"],
+            "Invalid value for '--workers': Input should be greater than or equal to 0",
+        ),
+        (
+            ["data", "info", "{tmp}", "--max-sessions", "-5"],
+            "Invalid value for '--max-sessions': Input should be greater than or equal to 0",
+        ),
+        (
             ["train", "--config", "{repo}/configs/gridnet.yaml", "--accelerator", "gpu"],
             "--accelerator: a grid-posterior config trains on one CPU process",
         ),

@@ -87,7 +87,7 @@ def simulate(
     synchronised: Annotated[bool, typer.Option(help="GNSS-synchronised receivers.")] = False,
     duration_s: Annotated[float | None, typer.Option(help="Capture length, s.")] = None,
     shard_size: Annotated[int, typer.Option(help="Sessions per shard.")] = 256,
-    workers: Annotated[int, typer.Option(help="Worker processes (0 = all cores).")] = 0,
+    workers: Annotated[int, typer.Option(min=0, help="Worker processes (0 = all cores).")] = 0,
     positions: Annotated[
         str, typer.Option(help="Transmitter positions: uniform, or clustered (towns, roads, fixed stations).")
     ] = "uniform",
@@ -249,7 +249,9 @@ def _options(endpoint_url: str | None, storage_option: list[str] | None) -> dict
 def data_info(
     uri: Annotated[str, typer.Argument(help="Store: folder or s3://bucket/prefix.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
-    max_sessions: Annotated[int, typer.Option(help="Sessions whose IQ is measured for the SNR.")] = 2000,
+    max_sessions: Annotated[
+        int, typer.Option(min=0, help="Sessions whose IQ is measured for the SNR.")
+    ] = 2000,
     endpoint_url: EndpointOpt = None,
     storage_option: StorageOpt = None,
 ) -> None:

@@ -1,4 +1,5 @@
 import os
+import re
 import subprocess
 import sys
 import time
@@ -174,6 +175,21 @@ def test_bad_config_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFix
         main(["train", "--config", str(tmp_path / "missing.yaml")])
     assert "missing.yaml" in capsys.readouterr().err
     assert load_config(_write_config(TrainConfig(), tmp_path / "ok.yaml")) == TrainConfig()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("model:\n  d_model: 48\n  n_heads: 5\n", "d_model (48) must be a multiple of n_heads (5)"),
+        ("", "expected a mapping of sections, got NoneType"),  # an empty file is not the defaults
+        ("- model\n", "expected a mapping of sections, got list"),
+    ],
+)
+def test_config_that_cannot_build_a_model_is_refused_on_load(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(HeimdallError, match=re.escape(message)):
+        load_config(path)
 
 
 def _free_port() -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from heimdall.errors import HeimdallError, describe_validation_error
 
@@ -38,6 +38,12 @@ class ModelSection(_Section):
     cnn_channels: int = Field(16, ge=1)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     chol_scale_km: float = Field(20.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> ModelSection:
+        if self.d_model % self.n_heads:  # each attention head takes d_model / n_heads features
+            raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")
+        return self
 
 
 class DataSection(_Section):
@@ -132,14 +138,26 @@ def _validate(data: Any, source: str) -> TrainConfig:
         raise HeimdallError(f"config {source!r}: {describe_validation_error(exc)}") from None
 
 
-def load_config(path: str | Path) -> TrainConfig:
-    """Load a training config YAML; bad files raise HeimdallError naming the file and field."""
+def read_yaml(path: str | Path) -> Any:
+    """The parsed YAML of a config file (None when empty).
+
+    Unreadable or invalid files raise HeimdallError naming the file.
+    """
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise HeimdallError(f"config {str(path)!r}: cannot read ({exc.strerror})") from None
     try:
-        data = yaml.safe_load(text) or {}
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise HeimdallError(f"config {str(path)!r}: not valid YAML ({exc})") from None
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Load a training config YAML; bad files raise HeimdallError naming the file and field."""
+    data = read_yaml(path)
+    if not isinstance(data, dict):  # empty, or a list / scalar: not a config (defaults are no answer)
+        raise HeimdallError(
+            f"config {str(path)!r}: expected a mapping of sections, got {type(data).__name__}"
+        )
     return _validate(data, str(path))

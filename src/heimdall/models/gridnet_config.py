@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from heimdall.errors import HeimdallError, describe_validation_error
 from heimdall.maps.config import MapsConfig
+from heimdall.models.config import read_yaml
 from heimdall.models.grid_predictor import KIND  # the job's and the checkpoint's kind
 from heimdall.sim.family import WorldSeeds
 
@@ -173,18 +174,6 @@ def _validate(data: Any, source: str) -> GridNetConfig:
         return GridNetConfig.model_validate(data)
     except ValidationError as exc:
         raise HeimdallError(f"config {source!r}: {describe_validation_error(exc)}") from None
-
-
-def read_yaml(path: str | Path) -> Any:
-    """The parsed YAML of a config file; unreadable or invalid files raise HeimdallError naming it."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise HeimdallError(f"config {str(path)!r}: cannot read ({exc.strerror})") from None
-    try:
-        return yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise HeimdallError(f"config {str(path)!r}: not valid YAML ({exc})") from None
 
 
 def is_gridnet_config(path: str | Path) -> bool:
