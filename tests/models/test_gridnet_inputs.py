@@ -41,3 +41,9 @@ def test_receivers_spread_over_a_continent_are_refused() -> None:
 def test_a_session_without_positions_is_refused() -> None:
     with pytest.raises(HeimdallError, match="no receiver with a finite position"):
         session_frame(np.full(3, np.nan), np.full(3, np.nan))
+
+
+@pytest.mark.parametrize(("lat", "lon"), [(145.0, 8.0), (45.0, 700.0)])
+def test_a_receiver_off_the_globe_is_refused(lat: float, lon: float) -> None:
+    with pytest.raises(HeimdallError, match=r"receiver slot 1 .* not a position"):
+        session_frame(np.array([45.0, lat, 45.1]), np.array([7.5, lon, 7.6]))

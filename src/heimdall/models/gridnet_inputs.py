@@ -134,13 +134,20 @@ def session_frame(lat_deg: NDArray[np.float64], lon_deg: NDArray[np.float64]) ->
     Raises
     ------
     HeimdallError
-        No receiver has a finite position, or one is farther than
-        :data:`MAX_RECEIVER_RADIUS_KM` from the centre.
+        No receiver has a finite position, one is not a latitude / longitude, or one is
+        farther than :data:`MAX_RECEIVER_RADIUS_KM` from the centre.
 
     """
     ok = np.isfinite(lat_deg) & np.isfinite(lon_deg)
     if not ok.any():
         raise HeimdallError("a session has no receiver with a finite position")
+    bad = ok & ~((np.abs(lat_deg) <= 90.0) & (np.abs(lon_deg) <= 180.0))
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise HeimdallError(
+            f"receiver slot {k} at latitude {lat_deg[k]:g}, longitude {lon_deg[k]:g}: not a position "
+            "(latitude within ±90°, longitude within ±180°)"
+        )
     lon = np.radians(lon_deg[ok])
     centre_lon = float(np.degrees(np.arctan2(np.mean(np.sin(lon)), np.mean(np.cos(lon)))))
     frame = LocalFrame(float(np.mean(lat_deg[ok])), centre_lon)
