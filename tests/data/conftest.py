@@ -8,6 +8,7 @@ from dataclasses import fields
 import numpy as np
 import pytest
 
+from heimdall.cli import main
 from heimdall.data.session import SessionBatch
 from heimdall.network import Network
 from heimdall.sim import World, WorldConfig
@@ -41,3 +42,13 @@ def _assert_same_sessions(got: SessionBatch, want: SessionBatch) -> None:
 def assert_same() -> Callable[[SessionBatch, SessionBatch], None]:
     """Compare two batches field by field (see :func:`_assert_same_sessions`)."""
     return _assert_same_sessions
+
+
+def expect_error(args: list[str], capsys: pytest.CaptureFixture[str], *fragments: str) -> None:
+    """Run the CLI with ``args``: it must exit 2 with every fragment in its one-line error."""
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    err = "".join(capsys.readouterr().err.split())  # the console wraps long lines
+    for fragment in fragments:
+        assert "".join(fragment.split()) in err, err

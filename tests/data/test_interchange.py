@@ -16,6 +16,8 @@ from heimdall.data.session import HEARD, OFFLINE, SILENT, SessionBatch
 from heimdall.data.store import SessionStore
 from heimdall.posterior.measure import measure_power
 
+from .conftest import expect_error
+
 AssertSame = Callable[[SessionBatch, SessionBatch], None]
 META = {"network": None, "world_seed": 0, "note": "interchange test"}
 
@@ -154,15 +156,6 @@ def test_acquisition_resamples_mixed_rates(tmp_path: Path, sessions12: SessionBa
 
 
 # ---------------------------------------------------------------------- bad input
-def expect_error(args: list[str], capsys: pytest.CaptureFixture[str], *fragments: str) -> None:
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    assert exc.value.code == 2
-    err = "".join(capsys.readouterr().err.split())  # the console wraps long lines
-    for fragment in fragments:
-        assert "".join(fragment.split()) in err, err
-
-
 @pytest.fixture
 def exported(tmp_path: Path, sessions12: SessionBatch) -> Path:
     src = make_store(tmp_path / "src", sessions12.select(slice(0, 2)))
@@ -260,6 +253,41 @@ def _edit_meta(folder: Path, edit) -> str:
             "meta",
             lambda m: m["global"].update({"heimdall:fullscale_dbm": float("-inf")}),
             "'heimdall:fullscale_dbm' must be a finite number",
+        ),
+        (
+            "meta",
+            lambda m: m["annotations"][0].update({"core:sample_count": "many"}),
+            "'core:sample_count' must be an integer, got 'many'",
+        ),
+        (
+            "meta",
+            lambda m: m["annotations"][0].update({"core:sample_start": 1.5}),
+            "'core:sample_start' must be an integer, got 1.5",
+        ),
+        (
+            "meta",
+            lambda m: m["annotations"][0].update({"core:sample_count": -600}),
+            "'core:sample_count' must be >= 0, got -600",
+        ),
+        (
+            "meta",
+            lambda m: m["global"].update({"core:num_channels": "two"}),
+            "'core:num_channels' must be an integer, got 'two'",
+        ),
+        (
+            "meta",
+            lambda m: m["captures"][0].update({"core:frequency": -1.0}),
+            "'core:frequency' must be a frequency above 0 and below 1e+10 Hz, got -1",
+        ),
+        (
+            "collection",
+            lambda c: c["heimdall:truth"].update({"lat_deg": 123.0}),
+            "'lat_deg' must be -90 to 90 degrees, got 123",
+        ),
+        (
+            "collection",
+            lambda c: c["heimdall:truth"].update({"lon_deg": -190.0}),
+            "'lon_deg' must be -180 to 180 degrees, got -190",
         ),
     ],
 )

@@ -135,7 +135,8 @@ def _unknown_station(folder: Path, tmp: Path) -> list[Path]:
         ("empty_data", "holds 0 bytes"),
         ("no_datatype", "core:datatype"),
         ("global_not_an_object", "invalid SigMF meta"),
-        ("zero_frequency", "center_freq_hz from the SigMF files"),
+        ("zero_frequency", "field 'core:frequency' must be a frequency above 0"),
+        ("audio_frequency", "center_freq_hz from the SigMF files"),  # readable, but no request's
         ("micro_hz_rate", "sample rate must be 1000 to 1e+07 Hz"),
     ],
 )
@@ -157,14 +158,14 @@ def test_upload_refusals_name_the_problem(
         body = _files([*metas[:2], *(p.with_suffix(".sigmf-data") for p in metas[:2])])
     elif case == "unknown_station":
         body = _files(_unknown_station(sigmf_folder, tmp_path))
-    elif case in ("zero_frequency", "micro_hz_rate"):  # every recording says so: readable, impossible
+    elif case in ("zero_frequency", "audio_frequency", "micro_hz_rate"):  # every recording says so
         body = _files(files)
         for f in body["files"]:
             if f["name"].endswith(".sigmf-meta"):
                 doc = json.loads(base64.b64decode(f["data_base64"]))
                 doc["global"].pop("core:sha512", None)
-                if case == "zero_frequency":
-                    doc["captures"][0]["core:frequency"] = 0.0
+                if case.endswith("frequency"):
+                    doc["captures"][0]["core:frequency"] = 0.0 if case == "zero_frequency" else 1e3
                 else:
                     doc["global"]["core:sample_rate"] = 1e-6
                 f["data_base64"] = base64.b64encode(json.dumps(doc).encode()).decode()

@@ -22,7 +22,8 @@
     }
 
 Receiver ``n`` reads ``websdr_{n}.npy``; ``"online": false`` marks an offline receiver
-(no file needed). Heard / silent is measured from the IQ.
+(no file needed). Heard / silent is measured from the IQ. Frequencies must lie above 0 and
+below 10 GHz, latitudes in [-90, 90] and longitudes in [-180, 180] degrees.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import numpy as np
 
 from heimdall.data.fs import load_json_object
 from heimdall.data.paths import resolve_inside
-from heimdall.data.raw import RawReceiver, RawSession, mode_index
+from heimdall.data.raw import RawReceiver, RawSession, check_degrees, check_frequency, mode_index
 from heimdall.data.session import OFFLINE
 from heimdall.data.sigmf_io import parse_utc_ns
 from heimdall.errors import HeimdallError
@@ -101,8 +102,10 @@ def _receiver(entry: Any, k: int, folder: Path, meta: dict[str, Any], where: str
         start_ns=parse_utc_ns(start, f"{w} start_time"),
         timing_sigma_s=_opt(entry, "timing_sigma_s", w, meta),
     )  # fmt: skip
-    if not -90 <= rx.lat_deg <= 90 or not -180 <= rx.lon_deg <= 360:
-        raise HeimdallError(f"{w}: lat/lon {rx.lat_deg}, {rx.lon_deg} out of range (degrees)")
+    check_degrees(rx.lat_deg, "lat", w, 90.0)
+    check_degrees(rx.lon_deg, "lon", w, 180.0)
+    if not np.isnan(rx.center_freq_hz):  # NaN: not given here nor for the session
+        check_frequency(rx.center_freq_hz, "frequency_hz", w)
     if not online:
         rx.state = OFFLINE
         return rx
@@ -120,6 +123,9 @@ def read_session(folder: Path, fallback_id: int) -> RawSession:
     entries = _field(meta, "receivers", where)
     if not isinstance(entries, list):
         raise HeimdallError(f"{where}: field 'receivers' must be a list")
+    freq = _opt(meta, "frequency_hz", where)
+    if not np.isnan(freq):  # checked before the receivers that inherit it
+        check_frequency(freq, "frequency_hz", where)
     receivers = [_receiver(e, k, folder, meta, where) for k, e in enumerate(entries)]
     numbers = [e["n"] for e in entries]
     if len(set(numbers)) != len(numbers):
@@ -133,7 +139,6 @@ def read_session(folder: Path, fallback_id: int) -> RawSession:
     if isinstance(sid, bool) or not isinstance(sid, int):
         raise HeimdallError(f"{where}: field 'session_id' must be an integer, got {sid!r}")
     freqs = [r.center_freq_hz for r in receivers if np.isfinite(r.center_freq_hz)]
-    freq = _opt(meta, "frequency_hz", where)
     if not np.isfinite(freq):
         if not freqs:
             raise HeimdallError(f"{where}: field 'frequency_hz' missing")
@@ -141,9 +146,12 @@ def read_session(folder: Path, fallback_id: int) -> RawSession:
     truth = meta.get("truth") or {}
     if not isinstance(truth, dict):
         raise HeimdallError(f"{where}: field 'truth' must be an object")
+    tx_lat, tx_lon = _opt(truth, "lat", f"{where} truth"), _opt(truth, "lon", f"{where} truth")
+    check_degrees(tx_lat, "lat", f"{where} truth", 90.0, unknown_ok=True)
+    check_degrees(tx_lon, "lon", f"{where} truth", 180.0, unknown_ok=True)
     return RawSession(
         source=where, session_id=sid, center_freq_hz=freq, receivers=receivers,
-        tx_lat_deg=_opt(truth, "lat", where), tx_lon_deg=_opt(truth, "lon", where),
+        tx_lat_deg=tx_lat, tx_lon_deg=tx_lon,
         tx_power_dbm=_opt(truth, "power_dbm", where), tx_height_m=_opt(truth, "height_m", where),
         mode=mode_index(truth.get("mode"), where),
     )  # fmt: skip

@@ -21,8 +21,9 @@ from heimdall.data.session import OFFLINE, SessionBatch
 
 _SESSION_TAG = b"heimdall-session-v1\0"
 _DATASET_TAG = b"heimdall-dataset-v1\0"
-#: Schema dtype of each field: encodings are fixed whatever dtype an array arrives in.
-_DTYPES: dict[str, str] = {
+#: Schema dtype of each field but the strings (``rx_station``, ``network_id``): encodings are fixed
+#: whatever dtype an array arrives in.
+FIELD_DTYPES: dict[str, str] = {
     "session_id": "<i8", "world_seed": "<i8", "session_seed": "<i8", "center_freq_hz": "<f8",
     "sample_rate_hz": "<f8", "tx_lat_deg": "<f8", "tx_lon_deg": "<f8", "tx_power_dbm": "<f8",
     "tx_height_m": "<f8", "mode": "i1", "rx_lat_deg": "<f8", "rx_lon_deg": "<f8", "rx_height_m": "<f8",
@@ -52,9 +53,9 @@ def used_slots(batch: SessionBatch) -> np.ndarray:
 def _canonical(name: str, values: np.ndarray) -> bytes:
     if name in ("rx_station", "network_id"):
         return b"".join(struct.pack("<I", len(e)) + e for e in (str(v).encode() for v in values))
-    arr = np.asarray(values).astype(_DTYPES[name], copy=False)
+    arr = np.asarray(values).astype(FIELD_DTYPES[name], copy=False)
     if arr.dtype.kind == "f":
-        arr = np.where(np.isnan(arr), np.nan, arr).astype(_DTYPES[name])
+        arr = np.where(np.isnan(arr), np.nan, arr).astype(FIELD_DTYPES[name])
     return np.ascontiguousarray(arr).tobytes()
 
 

@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from heimdall.data.raw import RawSession, assemble, check_session, check_unique_ids, chunks, common_length
+from heimdall.data.raw import (
+    RawSession,
+    assemble,
+    check_sample_rate,
+    check_session,
+    check_unique_ids,
+    chunks,
+    common_length,
+)
 from heimdall.data.store import SessionStore
 from heimdall.errors import HeimdallError
 
@@ -33,7 +41,8 @@ def import_sessions(
     shard_size
         Sessions per shard.
     rate_hz
-        Sample rate every session is resampled to, Hz (default: each session's lowest).
+        Sample rate every session is resampled to, Hz (default: each session's lowest); the
+        ``--sample-rate`` option, refused outside 1 kHz .. 10 MHz.
     n_samples
         Capture length T kept, samples (default: the shortest capture of the import).
     storage_options
@@ -49,6 +58,8 @@ def import_sessions(
     """
     if shard_size < 1:
         raise HeimdallError(f"shard size must be >= 1, got {shard_size}")
+    if rate_hz is not None:
+        check_sample_rate(rate_hz, "--sample-rate")
     for s in sessions:
         check_session(s)
     check_unique_ids(sessions)

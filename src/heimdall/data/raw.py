@@ -38,6 +38,8 @@ MIN_RECEIVERS = 3
 MIN_SAMPLE_RATE_HZ = 1_000.0
 MAX_SAMPLE_RATE_HZ = 10_000_000.0
 STATE_CODES: dict[str, int] = {"offline": OFFLINE, "heard": HEARD, "silent": SILENT}
+#: Centre frequencies (Hz) a recording may have: above 0, below 10 GHz.
+MAX_CENTER_FREQ_HZ = 1e10
 
 
 @dataclass
@@ -143,16 +145,44 @@ def resample(x: np.ndarray, rate_in: float, rate_out: float) -> np.ndarray:
     return resample_poly(x, ratio.numerator, ratio.denominator)
 
 
+def check_sample_rate(rate_hz: float, where: str) -> None:
+    """Refuse a sample rate outside :data:`MIN_SAMPLE_RATE_HZ` .. :data:`MAX_SAMPLE_RATE_HZ` (NaN, ±Inf,
+    zero and negative rates included), naming ``where`` (a file, or the option that asked for it)."""
+    if not MIN_SAMPLE_RATE_HZ <= rate_hz <= MAX_SAMPLE_RATE_HZ:  # False for NaN too
+        raise HeimdallError(
+            f"{where}: sample rate must be {MIN_SAMPLE_RATE_HZ:g} to {MAX_SAMPLE_RATE_HZ:g} Hz, got {rate_hz}"
+        )
+
+
+def check_frequency(value: float, key: str, where: str) -> None:
+    """Refuse a centre frequency that is not finite, above 0 and below :data:`MAX_CENTER_FREQ_HZ`."""
+    if not 0.0 < value < MAX_CENTER_FREQ_HZ:  # False for NaN too
+        raise HeimdallError(
+            f"{where}: field {key!r} must be a frequency above 0 and below {MAX_CENTER_FREQ_HZ:g} Hz, "
+            f"got {value:g}"
+        )
+
+
+def check_degrees(value: float, key: str, where: str, limit: float, unknown_ok: bool = False) -> None:
+    """Refuse a latitude (``limit`` 90) or longitude (``limit`` 180) outside [-limit, limit] degrees.
+
+    NaN (unknown) passes when ``unknown_ok``; ±Inf never does.
+    """
+    if unknown_ok and np.isnan(value):
+        return
+    if not -limit <= value <= limit:  # False for NaN too
+        raise HeimdallError(f"{where}: field {key!r} must be -{limit:g} to {limit:g} degrees, got {value:g}")
+
+
 def session_rate(session: RawSession, rate_hz: float | None) -> float:
     """Sample rate (Hz) a session is brought to: ``rate_hz``, else the lowest of its receivers."""
     rates = [r.sample_rate_hz for r in session.online]
     for r in session.online:
-        if not MIN_SAMPLE_RATE_HZ <= r.sample_rate_hz <= MAX_SAMPLE_RATE_HZ:  # False for NaN too
-            raise HeimdallError(
-                f"{r.source}: sample rate must be {MIN_SAMPLE_RATE_HZ:g} to {MAX_SAMPLE_RATE_HZ:g} Hz, "
-                f"got {r.sample_rate_hz}"
-            )
-    return float(rate_hz) if rate_hz else float(min(rates))
+        check_sample_rate(r.sample_rate_hz, r.source)
+    if rate_hz is not None:
+        check_sample_rate(rate_hz, "--sample-rate")
+        return float(rate_hz)
+    return float(min(rates))
 
 
 def session_length(session: RawSession, rate_hz: float | None) -> int:

@@ -32,7 +32,14 @@ from sigmf.error import SigMFError
 from heimdall.data.digest import used_slots
 from heimdall.data.fs import load_json_object
 from heimdall.data.paths import resolve_inside
-from heimdall.data.raw import STATE_CODES, RawReceiver, RawSession, mode_index
+from heimdall.data.raw import (
+    STATE_CODES,
+    RawReceiver,
+    RawSession,
+    check_degrees,
+    check_frequency,
+    mode_index,
+)
 from heimdall.data.session import MODES, OFFLINE, STATE_NAMES, SessionBatch
 from heimdall.data.store import SessionStore
 from heimdall.errors import HeimdallError
@@ -187,6 +194,7 @@ def export_sigmf(
         raise HeimdallError(f"cannot create output folder {str(out)!r}: {exc.strerror}") from None
     written = 0
     with SessionStore.open(uri, storage_options) as store:
+        store.require_sessions()
         total = len(store) if limit is None else min(limit, len(store))
         meta_file = resolve_inside(out, DATASET_FILE, source=str(out), field="dataset metadata file")
         meta_file.write_text(json.dumps({"metadata": store.metadata}, indent=1))
@@ -288,6 +296,8 @@ def _load_recording(meta_path: Path, collection: Path, session_id: int, position
         clipped=bool(g.get("heimdall:clipped", False)),
     )  # fmt: skip
     rx.center_freq_hz = _number(cap, SigMFFile.FREQUENCY_KEY, where)
+    if not np.isnan(rx.center_freq_hz):  # absent: another recording of the session gives it
+        check_frequency(rx.center_freq_hz, SigMFFile.FREQUENCY_KEY, where)
     if rx.state == OFFLINE or g.get(SigMFFile.METADATA_ONLY_KEY):
         rx.state = OFFLINE
         return rx
@@ -304,7 +314,7 @@ def _attach_data(rx: RawReceiver, sf: SigMFFile, metadata: dict[str, Any], meta_
             f"{where}: field 'core:datatype' is {dtype!r}; Heimdall needs complex IQ, one of "
             f"{sorted(ACCEPTED_DATATYPES)}"
         )
-    if int(g.get(SigMFFile.NUM_CHANNELS_KEY, 1)) != 1:
+    if _integer(g, SigMFFile.NUM_CHANNELS_KEY, where, 1) != 1:
         raise HeimdallError(f"{where}: field 'core:num_channels' must be 1 (one receiver per recording)")
     data_path = _data_file(g, meta_path)
     if not data_path.exists():
@@ -312,9 +322,7 @@ def _attach_data(rx: RawReceiver, sf: SigMFFile, metadata: dict[str, Any], meta_
     size = data_path.stat().st_size
     width = ACCEPTED_DATATYPES[dtype]
     n_file = size // width
-    annotated = [a.get(SigMFFile.SAMPLE_START_KEY, 0) + a.get(SigMFFile.SAMPLE_COUNT_KEY, 0)
-                 for a in sf.get_annotations()]  # fmt: skip
-    n_meta = max(annotated, default=0)
+    n_meta = _annotated_end(sf.get_annotations(), where)
     if size % width or n_file < n_meta:
         raise HeimdallError(
             f"{data_path}: holds {size} bytes = {size / width:g} {dtype} samples, but {meta_path.name} "
@@ -341,6 +349,24 @@ def _attach_data(rx: RawReceiver, sf: SigMFFile, metadata: dict[str, Any], meta_
         return np.asarray(with_data.read_samples(0, rx.n_samples))
 
     rx.load = load
+
+
+def _annotated_end(annotations: Any, where: str) -> int:
+    """End (exclusive sample index) of the last annotation: ``core:sample_start + core:sample_count``."""
+    if not isinstance(annotations, list):
+        raise HeimdallError(f"{where}: field 'annotations' must be a list, got {annotations!r}")
+    end = 0
+    for k, a in enumerate(annotations):
+        w = f"{where} annotations[{k}]"
+        if not isinstance(a, dict):
+            raise HeimdallError(f"{w}: expected an object, got {a!r}")
+        start = _integer(a, SigMFFile.SAMPLE_START_KEY, w, 0)
+        count = _integer(a, SigMFFile.SAMPLE_COUNT_KEY, w, 0)
+        for key, value in ((SigMFFile.SAMPLE_START_KEY, start), (SigMFFile.SAMPLE_COUNT_KEY, count)):
+            if value < 0:
+                raise HeimdallError(f"{w}: field {key!r} must be >= 0, got {value}")
+        end = max(end, start + count)
+    return end
 
 
 def _data_file(g: dict[str, Any], meta_path: Path) -> Path:
@@ -379,12 +405,15 @@ def read_collection(path: Path, fallback_id: int) -> RawSession:
     where = str(path)
     if not isinstance(truth, dict):
         raise HeimdallError(f"{where}: field 'heimdall:truth' must be an object, got {truth!r}")
+    tx_lat, tx_lon = _number(truth, "lat_deg", where), _number(truth, "lon_deg", where)
+    check_degrees(tx_lat, "lat_deg", f"{where} heimdall:truth", 90.0, unknown_ok=True)
+    check_degrees(tx_lon, "lon_deg", f"{where} heimdall:truth", 180.0, unknown_ok=True)
     return RawSession(
         source=where, session_id=int(sid), center_freq_hz=float(freqs[0]), receivers=receivers,
         world_seed=_integer(info, "heimdall:world_seed", where, -1),
         network_id=str(info.get("heimdall:network_id") or ""),
         session_seed=_integer(info, "heimdall:session_seed", where, -1),
-        tx_lat_deg=_number(truth, "lat_deg", where), tx_lon_deg=_number(truth, "lon_deg", where),
+        tx_lat_deg=tx_lat, tx_lon_deg=tx_lon,
         tx_power_dbm=_number(truth, "power_dbm", where), tx_height_m=_number(truth, "height_m", where),
         mode=mode_index(truth.get("mode"), where),
     )  # fmt: skip

@@ -26,8 +26,22 @@ def parse_fractions(text: str) -> tuple[float, ...]:
     return values
 
 
+def check_seed(seed: int) -> None:
+    """Refuse a seed numpy cannot seed a generator with (negative), naming ``--seed``."""
+    if seed < 0:
+        raise HeimdallError(f"--seed must be >= 0, got {seed}")
+
+
 def split_indices(n: int, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:
-    """Session positions of each split: a seeded permutation cut at rounded cumulative fractions, sorted."""
+    """Session positions of each split: a seeded permutation cut at rounded cumulative fractions, sorted.
+
+    Raises
+    ------
+    HeimdallError
+        A negative ``seed``.
+
+    """
+    check_seed(seed)
     perm = np.random.default_rng(seed).permutation(n)
     cuts = np.round(np.cumsum(fractions) * n).astype(np.int64)
     cuts[-1] = n
@@ -50,9 +64,9 @@ def split_store(
     """
     if shard_size < 1:
         raise HeimdallError(f"shard size must be >= 1, got {shard_size}")
+    check_seed(seed)
     src = SessionStore.open(uri, storage_options)
-    if len(src) == 0:
-        raise HeimdallError(f"{uri}: the store holds no sessions")
+    src.require_sessions()
     parts = split_indices(len(src), fractions, seed)
     source_hash = src.content_hash()
     summary: dict[str, Any] = {"source": uri, "source_hash": source_hash, "seed": seed}

@@ -6,7 +6,8 @@ Layout (docs/DATA.md "Store layout")::
     ROOT/provenance.json              software versions, creation time (outside the content hash)
     ROOT/shards/{k:06d}-{token}/      one shard, written completely before it is committed:
         iq.zarr                       Zarr v3 int16 (B, R, T, 2); one Zarr shard object, one inner
-                                      chunk per session; Blosc zstd + byte shuffle
+                                      chunk per session; Blosc zstd + byte shuffle, then a
+                                      CRC-32C per chunk (checked on read; heimdall.data.zarr_io)
         sessions.parquet              per session fields + a 32-byte content digest
         receivers.parquet             per (session, slot) receiver fields
     ROOT/commits/{k:06d}.json         commit record of shard k, written LAST (atomic rename or PUT)
@@ -42,7 +43,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from heimdall.data.digest import dataset_hash, session_digests
+from heimdall.data.digest import FIELD_DTYPES, dataset_hash, session_digests
 from heimdall.data.fs import is_remote, join, load_json_object, open_fs
 from heimdall.data.paths import inside_store
 from heimdall.data.session import SessionBatch
@@ -326,6 +327,11 @@ class SessionStore:
     def __len__(self) -> int:
         return int(self._starts[-1])
 
+    def require_sessions(self) -> None:
+        """Raise HeimdallError naming the store when it holds no sessions (for readers that need some)."""
+        if len(self) == 0:
+            raise HeimdallError(f"{self.uri}: the store holds no sessions")
+
     # ------------------------------------------------------------------ writing
     def append_shard(self, index: int, batch: SessionBatch) -> None:
         """Write shard ``index`` completely, then commit it (the commit record is written last).
@@ -451,10 +457,11 @@ class SessionStore:
         Raises
         ------
         HeimdallError
-            Index out of range, or sessions of different capture lengths.
+            No sessions in the store, index out of range, or sessions of different capture lengths.
 
         """
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        self.require_sessions()
         n = len(self)
         if idx.size == 0:
             raise HeimdallError("read() needs at least one session index")
@@ -482,15 +489,20 @@ class SessionStore:
         return batch if np.array_equal(order, np.arange(idx.size)) else batch.select(order)
 
     def read_all(self) -> SessionBatch:
-        """Every session in one batch (small datasets only)."""
+        """Every session in one batch (small datasets only); HeimdallError when there are none."""
+        self.require_sessions()
         return SessionBatch.concat_padded(list(self.iter_shards()))
 
     def sessions_table(self) -> pa.Table:
-        """Per-session fields of all shards (plus ``digest``), in dataset order."""
+        """Per-session fields of all shards (plus ``digest``), in dataset order (no rows when empty)."""
+        if not self._commits:
+            return _empty_tables()[0]
         return pa.concat_tables([self._tables_at(p)[0] for p in range(len(self._commits))])
 
     def receivers_table(self) -> pa.Table:
-        """Per (session, slot) receiver fields of all shards, in dataset order."""
+        """Per (session, slot) receiver fields of all shards, in dataset order (no rows when empty)."""
+        if not self._commits:
+            return _empty_tables()[1]
         return pa.concat_tables([self._tables_at(p)[1] for p in range(len(self._commits))])
 
     def session_digests(self) -> list[bytes]:
@@ -522,8 +534,22 @@ def _tables_of(batch: SessionBatch, digests: list[bytes]) -> tuple[pa.Table, pa.
     }
     for name in SessionBatch.RECEIVER_FIELDS:
         arr = getattr(batch, name).reshape(-1)
-        receivers[name] = pa.array(arr.astype(str).tolist() if name == "rx_station" else arr)
+        receivers[name] = (
+            pa.array(arr.astype(str).tolist(), type=pa.string()) if name == "rx_station" else pa.array(arr)
+        )
     return pa.table(sessions), pa.table(receivers)
+
+
+def _empty_tables() -> tuple[pa.Table, pa.Table]:
+    """The session and receiver tables of a store without sessions: the columns, no rows."""
+    arrays: dict[str, np.ndarray] = {
+        name: np.empty((0,) if name in SessionBatch.SESSION_FIELDS else (0, 0), dtype=dtype)
+        for name, dtype in FIELD_DTYPES.items()
+    }
+    arrays["iq"] = np.empty((0, 0, 0, 2), dtype=FIELD_DTYPES["iq"])
+    arrays["rx_station"] = np.empty((0, 0), dtype=np.str_)
+    arrays["network_id"] = np.empty((0,), dtype=np.str_)
+    return _tables_of(SessionBatch.from_arrays(arrays), [])
 
 
 def _batch_of(

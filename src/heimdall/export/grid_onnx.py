@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -147,13 +148,18 @@ def onnx_runner(
 
 def posterior_tv(lp_a: NDArray[np.float64], lp_b: NDArray[np.float64]) -> NDArray[np.float64]:
     """Total variation (B,) between two sets of unnormalised log posteriors over the same points."""
-    pa = np.exp(lp_a - lp_a.max(axis=1, keepdims=True))
-    pb = np.exp(lp_b - lp_b.max(axis=1, keepdims=True))
-    return 0.5 * np.abs(pa / pa.sum(1, keepdims=True) - pb / pb.sum(1, keepdims=True)).sum(1)
+    with np.errstate(invalid="ignore"):  # non-finite posteriors give NaN, which the parity check refuses
+        pa = np.exp(lp_a - lp_a.max(axis=1, keepdims=True))
+        pb = np.exp(lp_b - lp_b.max(axis=1, keepdims=True))
+        return 0.5 * np.abs(pa / pa.sum(1, keepdims=True) - pb / pb.sum(1, keepdims=True)).sum(1)
 
 
 def parity_max_tv(model: GridPosteriorNet, runner: GraphRunner, n_slots: int, seed: int = 0) -> float:
-    """Largest total variation between PyTorch and ``runner`` on random inputs of several shapes."""
+    """Largest total variation between PyTorch and ``runner`` on random inputs of several shapes.
+
+    NaN (or inf) as soon as one case's total variation is not finite (NaN posteriors): never
+    hidden by a finite case.
+    """
     reference = torch_runner(model)
     worst = 0.0
     for k, (b, g) in enumerate(((1, 50), (5, 400), (3, 2000))):
@@ -163,8 +169,14 @@ def parity_max_tv(model: GridPosteriorNet, runner: GraphRunner, n_slots: int, se
             rng = np.random.default_rng(seed + k)
             feeds["points_km"][..., 0] = rng.uniform(e0, e0 + step * n_e, (b, g))
             feeds["points_km"][..., 1] = rng.uniform(n0, n0 + step * n_n, (b, g))
-        tv = posterior_tv(np.asarray(reference(feeds), np.float64), np.asarray(runner(feeds), np.float64))
-        worst = max(worst, float(tv.max()))
+        tv = float(
+            np.max(
+                posterior_tv(np.asarray(reference(feeds), np.float64), np.asarray(runner(feeds), np.float64))
+            )
+        )
+        if not math.isfinite(tv):
+            return tv  # NaN / inf posteriors: a failure (max() would pass over a NaN)
+        worst = max(worst, tv)
     return worst
 
 
@@ -214,6 +226,11 @@ def export_grid_model(
     uri = model_uri(out)
     runner, _ = onnx_runner(data, uri)
     tv = parity_max_tv(model, runner, n_slots)
+    if not math.isfinite(tv):
+        raise HeimdallError(
+            f"ONNX / PyTorch parity: the posteriors are not finite (total variation {tv}): the model's "
+            "parameters or its radio map's fields hold NaN or inf"
+        )
     if not tv <= PARITY_MAX_TV:
         raise HeimdallError(
             f"ONNX and PyTorch posteriors disagree: total variation {tv:.3g} > {PARITY_MAX_TV}"

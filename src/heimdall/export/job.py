@@ -8,7 +8,7 @@ from typing import Any
 
 from heimdall.errors import HeimdallError
 from heimdall.export.grid_onnx import GridExportReport, export_grid_model, grid_metadata
-from heimdall.export.onnx import ExportReport, export_model
+from heimdall.export.onnx import ExportReport, export_model, require_finite_parameters
 from heimdall.models.grid_predictor import KIND
 from heimdall.models.predict import read_checkpoint
 
@@ -84,13 +84,14 @@ def run_export(
         payload = read_checkpoint(checkpoint)
         if payload.get("kind") == KIND:
             return _export_grid(payload, out, radio_map, evaluation, run_id, register, alias,
-                                tracking_uri, storage_options, run_tags)  # fmt: skip
+                                tracking_uri, storage_options, run_tags, str(checkpoint))  # fmt: skip
         if radio_map is not None:
             raise HeimdallError(
                 f"--map: {checkpoint} is a Gaussian LocalizationNet: it has no fields to take a radio map; "
                 "export a grid-posterior model (configs/gridnet.yaml) with --map"
             )
         model = load_model(checkpoint)
+        require_finite_parameters(model, f"checkpoint {str(checkpoint)!r}")
     model.metadata.pop("evaluation", None)  # only a verified test report below may fill it
     summary = None
     if evaluation is not None:
@@ -118,13 +119,19 @@ def _export_grid(
     tracking_uri: str | None,
     storage_options: dict[str, Any] | None,
     run_tags: dict[str, str],
+    checkpoint: str = "checkpoint",
 ) -> GridExportReport:
-    """Export a grid-posterior model, with the fields of ``radio_map`` when given."""
+    """Export a grid-posterior model, with the fields of ``radio_map`` when given.
+
+    The checkpoint's parameters (named ``checkpoint`` in errors) and the map's fields
+    (:func:`heimdall.maps.artifact.load_map`) must be finite.
+    """
     from heimdall.export.evaluation import NO_TEST_REPORT, load_test_evaluation
     from heimdall.models.grid_predictor import N_SLOTS, training_provenance
     from heimdall.models.gridnet import gridnet_from_payload
 
     model, training = gridnet_from_payload(payload)
+    require_finite_parameters(model, f"checkpoint {checkpoint!r}")
     map_meta = None
     n_slots = N_SLOTS
     if radio_map is not None:

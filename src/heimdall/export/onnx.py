@@ -33,6 +33,8 @@ from heimdall.errors import HeimdallError
 from heimdall.export.predictor import INPUT_NAMES, METADATA_KEY, OUTPUT_NAMES, OnnxPredictor
 
 if TYPE_CHECKING:
+    import torch
+
     from heimdall.models.net import LocalizationNet
 
 OPSET = 17
@@ -86,6 +88,37 @@ def report_dict(report: Any) -> dict[str, Any]:
     out = asdict(report)
     del out["onnx_bytes"]
     return out
+
+
+def require_finite_parameters(model: torch.nn.Module, source: str) -> None:
+    """Refuse a model whose parameters or buffers hold NaN or ±inf: its graph would answer NaN.
+
+    Parameters
+    ----------
+    model
+        The network to export.
+    source
+        How messages name the model (e.g. ``checkpoint 'runs/x/gridnet.pt'``).
+
+    Raises
+    ------
+    HeimdallError
+        Naming the first non-finite parameter or buffer and how many of its values are bad.
+
+    """
+    import torch
+
+    for name, value in model.state_dict().items():
+        if not torch.is_floating_point(value):
+            continue
+        bad = ~torch.isfinite(value)
+        if bool(bad.any()):
+            shown = f"value {float(value.reshape(-1)[bad.reshape(-1)][0])}"
+            count = "" if value.numel() == 1 else f"{int(bad.sum())} of {value.numel()} values not finite, "
+            raise HeimdallError(
+                f"{source}: parameter {name!r} is not finite ({count}{shown}): the model cannot be exported "
+                "(a diverged or damaged training run?)"
+            )
 
 
 def _example_inputs(model: LocalizationNet) -> tuple:

@@ -88,7 +88,7 @@ def label_batch(
     decisions = [
         decide(frames[b], seen.rx_lat_deg[b], seen.rx_lon_deg[b], policy) for b in range(seen.n_sessions)
     ]
-    keep = [b for b, d in enumerate(decisions) if d.labelled and d.radius_m <= 1000.0 * policy.max_radius_km]
+    keep = [b for b, d in enumerate(decisions) if d.labelled and policy.keeps(d.radius_m)]
     if not keep:
         return decisions, None, []
     out = seen.select(keep)
@@ -139,7 +139,7 @@ def _shard_summary(batch: SessionBatch, decisions: list[Decision], policy: Label
         radii.append(d.radius_m)
         records.append(_record(batch, b, d, wrong))
     reasons = Counter(d.reason for d in decisions)
-    coarse = [r["radius_m"] > 1000.0 * policy.max_radius_km for r in records]
+    coarse = [not policy.keeps(d.radius_m) for d in decisions if d.labelled]
     n_wrong_coarse = sum(1 for r, c in zip(records, coarse, strict=True) if c and r["wrong"])
     return {
         "n_sessions": batch.n_sessions, "n_accepted": len(records), "n_coarse": sum(coarse),
@@ -192,6 +192,11 @@ def run_label(
         if progress is not None:
             progress(batch.n_sessions)
     n_labelled = totals["n_accepted"] - totals["n_coarse"]
+    if n_labelled != len(dst):  # the summary reports what the store holds, never more or less
+        raise HeimdallError(
+            f"{out}: the label records count {n_labelled} labelled sessions but the store holds {len(dst)}; "
+            "the output is inconsistent (written by another version?): label into a new --out"
+        )
     result: dict[str, Any] = {
         "source": uri, "out": out, "n_sessions": totals["n_sessions"], "n_labelled": n_labelled,
         "n_unlabelled": totals["n_sessions"] - totals["n_accepted"], "n_coarse": totals["n_coarse"],

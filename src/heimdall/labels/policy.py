@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from heimdall.errors import HeimdallError
 from heimdall.labels.direwolf import Frame
 from heimdall.labels.parse import Report, classify
 from heimdall.network.geodesy import geodesic_distance_km
@@ -66,6 +67,28 @@ class LabelPolicy:
     max_range_km: float = 250.0
     gps_sigma_m: float = GPS_SIGMA_M
     max_radius_km: float = 1.0
+
+    def __post_init__(self) -> None:
+        """Refuse settings that would silently label nothing (or count labels it does not write).
+
+        Raises
+        ------
+        HeimdallError
+            ``max_range_km`` or ``max_radius_km`` not a finite number > 0, or ``gps_sigma_m`` not a
+            finite number >= 0 (the message names the setting and its ``data label`` option).
+
+        """
+        for name, positive in (("max_range_km", True), ("max_radius_km", True), ("gps_sigma_m", False)):
+            value = getattr(self, name)
+            ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+            if not ok or value < 0 or (positive and value == 0):
+                option = f" (--{name.replace('_', '-')})" if positive else ""
+                bound = "> 0" if positive else ">= 0"
+                raise HeimdallError(f"{name}{option} must be a finite number {bound}, got {value!r}")
+
+    def keeps(self, radius_m: float) -> bool:
+        """Whether a label of 99 % radius ``radius_m`` (m) is written (else it is coarse)."""
+        return radius_m <= 1000.0 * self.max_radius_km
 
 
 @dataclass(frozen=True)

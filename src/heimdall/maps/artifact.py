@@ -15,16 +15,21 @@ the labelled stores used.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 import json
+import math
 import secrets
+import zipfile
+import zlib
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from heimdall.data.fs import is_remote, join, load_json_object, open_fs
-from heimdall.errors import HeimdallError
+from heimdall.errors import HeimdallError, describe_validation_error
 from heimdall.maps.config import MapsConfig
 from heimdall.maps.fit import RadioMap, previous_held
 from heimdall.maps.grid import MapGrid
@@ -112,31 +117,52 @@ def save_map(
 
 
 def load_map(uri: str, storage_options: dict[str, Any] | None = None) -> tuple[RadioMap, dict[str, Any]]:
-    """Read a map and its metadata from ``uri``."""
+    """Read a map and its metadata from ``uri``, checked before anything uses it.
+
+    Parameters
+    ----------
+    uri
+        Map folder (local or ``s3://``).
+    storage_options
+        Object-store settings.
+
+    Returns
+    -------
+    tuple
+        The map and its metadata.
+
+    Raises
+    ------
+    HeimdallError
+        Missing or corrupt ``map.json`` / ``maps.npz``, a required field or array missing or
+        of the wrong type, arrays whose shapes disagree with the grid and the network
+        (bands × receivers × n_north × n_east), or non-finite field or path-loss values: the
+        message names the file and what is wrong.
+
+    """
     fs, root = open_fs(uri, storage_options)
-    meta_path = join(root, METADATA)
-    meta = load_json_object(lambda: fs.cat_file(meta_path), f"{uri}/{METADATA}", "radio-map metadata")
+    meta_src = f"{uri}/{METADATA}"
+    meta = load_json_object(lambda: fs.cat_file(join(root, METADATA)), meta_src, "radio-map metadata")
     if meta.get("format") != FORMAT:
-        raise HeimdallError(f"{uri}/{METADATA}: not a radio map (format {meta.get('format')!r})")
-    if int(meta.get("format_version", -1)) > FORMAT_VERSION:
-        raise HeimdallError(
-            f"{uri}/{METADATA}: format_version {meta['format_version']} is newer than this Heimdall"
-        )
-    try:
-        blob = fs.cat_file(join(root, ARRAYS))
-        arrays = dict(np.load(io.BytesIO(blob)))
-    except (FileNotFoundError, OSError, ValueError) as exc:
-        raise HeimdallError(f"{uri}/{ARRAYS}: radio-map grids missing or corrupt ({exc})") from None
+        raise HeimdallError(f"{meta_src}: not a radio map (format {meta.get('format')!r})")
+    version = meta.get("format_version", -1)
+    if not _is_int(version):
+        raise HeimdallError(f"{meta_src}: 'format_version' must be an integer, not {version!r}")
+    if version > FORMAT_VERSION:
+        raise HeimdallError(f"{meta_src}: format_version {version} is newer than this Heimdall")
+    network, grid, hyper, knots, config = _checked_metadata(meta, meta_src)
+    arrays = _read_arrays(fs, join(root, ARRAYS), f"{uri}/{ARRAYS}")
+    _check_arrays(arrays, f"{uri}/{ARRAYS}", grid, len(network.receivers), len(knots))
     coef = arrays["coef"]
     m = RadioMap(
-        network=Network.model_validate(meta["network"]),
-        grid=MapGrid(**meta["grid"]),
-        hyper=FieldHyper(**meta["hyper"]),
+        network=network,
+        grid=grid,
+        hyper=hyper,
         coef=None if coef.size == 0 else coef,
-        knots_km=tuple(meta["pathloss_knots_km"]),
+        knots_km=knots,
         field_db=_banded(arrays["field_db"]),
         field_var_db2=_banded(arrays["field_var_db2"]),
-        config=MapsConfig.model_validate(meta["config"]),
+        config=config,
         train=LabelledObservations.from_arrays(arrays),
         power_dbm=arrays["power_dbm"],
         metrics=dict(meta.get("metrics", {})),
@@ -147,6 +173,162 @@ def load_map(uri: str, storage_options: dict[str, Any] | None = None) -> tuple[R
             {k[5:]: v for k, v in arrays.items() if k.startswith("held_")}
         )
     return m, meta
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    """A finite JSON number (not a bool)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return _is_int(value) and abs(value) < 1e300
+
+
+def _validated(model: Any, value: dict[str, Any], key: str, source: str) -> Any:
+    """``model.model_validate(value)`` (a pydantic model); an invalid ``key`` is a HeimdallError."""
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        raise HeimdallError(f"{source}: invalid {key!r} ({describe_validation_error(exc)})") from None
+
+
+def _require(meta: dict[str, Any], key: str, kind: type | tuple[type, ...], what: str, source: str) -> Any:
+    """``meta[key]``, which must be present and of ``kind`` (``what`` describes it in the error)."""
+    if key not in meta:
+        raise HeimdallError(f"{source}: {key!r} missing ({what})")
+    value = meta[key]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise HeimdallError(f"{source}: {key!r} must be {what}, not {type(value).__name__} {value!r:.60}")
+    return value
+
+
+def _checked_metadata(
+    meta: dict[str, Any], source: str
+) -> tuple[Network, MapGrid, FieldHyper, tuple[float, ...], MapsConfig]:
+    """The network, grid, field statistics, path-loss knots and settings of a map's metadata, checked."""
+    network = _validated(
+        Network, _require(meta, "network", dict, "the receiver network", source), "network", source
+    )
+    config = _validated(
+        MapsConfig, _require(meta, "config", dict, "the fit settings", source), "config", source
+    )
+    fields = [f.name for f in dataclasses.fields(MapGrid)]
+    grid = _require(meta, "grid", dict, f"an object with {', '.join(fields)}", source)
+    if set(grid) != set(fields):
+        raise HeimdallError(f"{source}: 'grid' has keys {sorted(grid)}, expected {sorted(fields)}")
+    for k in ("n_east", "n_north"):
+        if not _is_int(grid[k]) or grid[k] < 1:
+            raise HeimdallError(f"{source}: grid.{k} must be an integer >= 1, not {grid[k]!r}")
+    for k in ("east0_km", "north0_km", "step_km"):
+        if not _is_number(grid[k]) or (k == "step_km" and grid[k] <= 0):
+            raise HeimdallError(f"{source}: grid.{k} must be a finite number{' > 0' * (k == 'step_km')}, "
+                                f"not {grid[k]!r}")  # fmt: skip
+    hyper = _require(meta, "hyper", dict, "an object of field statistics", source)
+    names = [f.name for f in dataclasses.fields(FieldHyper)]
+    required = [f.name for f in dataclasses.fields(FieldHyper) if f.default is dataclasses.MISSING]
+    if missing := [k for k in required if k not in hyper]:
+        raise HeimdallError(f"{source}: hyper.{missing[0]} missing")
+    if extra := sorted(set(hyper) - set(names)):
+        raise HeimdallError(f"{source}: unknown hyper field(s) {extra}")
+    for k, v in hyper.items():
+        if not _is_number(v) or v < 0 or (k == "corr_km" and v == 0):
+            raise HeimdallError(f"{source}: hyper.{k} must be a finite number >= 0 (corr_km > 0), not {v!r}")
+    knots = _require(meta, "pathloss_knots_km", list, "a list of distances, km", source)
+    if not all(_is_number(k) and k > 0 for k in knots):
+        raise HeimdallError(f"{source}: 'pathloss_knots_km' must be finite distances > 0, not {knots!r:.80}")
+    _require(meta, "map_version", int, "an integer", source)
+    sources = _require(meta, "sources", list, "a list of store URIs", source)
+    if not all(isinstance(s, str) for s in sources):
+        raise HeimdallError(f"{source}: 'sources' must be a list of store URIs, not {sources!r:.80}")
+    if not isinstance(meta.get("metrics", {}), dict):
+        raise HeimdallError(f"{source}: 'metrics' must be an object, not {meta['metrics']!r:.60}")
+    outliers = meta.get("outlier_session_ids", [])
+    if not isinstance(outliers, list) or not all(_is_int(s) for s in outliers):
+        raise HeimdallError(
+            f"{source}: 'outlier_session_ids' must be a list of integers, not {outliers!r:.60}"
+        )
+    return network, MapGrid(**grid), FieldHyper(**hyper), tuple(float(k) for k in knots), config
+
+
+def _read_arrays(fs: Any, path: str, source: str) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` at ``path`` (read in full: a damaged member fails here)."""
+    try:
+        blob = fs.cat_file(path)
+        npz = np.load(io.BytesIO(blob), allow_pickle=False)
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise ValueError("a single array, not an .npz archive")
+        with npz:
+            return {k: np.asarray(npz[k]) for k in npz.files}
+    except FileNotFoundError:
+        raise HeimdallError(f"{source}: radio-map grids missing") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise HeimdallError(f"{source}: radio-map grids corrupt ({type(exc).__name__}: {exc})") from None
+
+
+def _check_arrays(arrays: dict[str, np.ndarray], source: str, grid: MapGrid, n_rx: int, n_knots: int) -> None:
+    """Shapes against the grid and the network (bands × receivers × grid), finite fields and path loss."""
+    field = (len(BANDS), n_rx, *grid.shape)
+    for name in ("field_db", "field_var_db2"):
+        a = _numeric(arrays, name, source, "f")
+        if a.shape not in (field, field[1:]):
+            raise HeimdallError(
+                f"{source}: {name!r} has shape {a.shape}, expected {field} (bands {len(BANDS)} × receivers "
+                f"{n_rx} × grid n_north {grid.n_north} × n_east {grid.n_east})"
+            )
+        _finite(a, name, source, minimum=0.0 if name == "field_var_db2" else None)
+    coef = _numeric(arrays, "coef", source, "f")
+    if coef.size and coef.shape != (n_rx, 3 + n_knots):
+        raise HeimdallError(
+            f"{source}: 'coef' has shape {coef.shape}, expected ({n_rx}, {3 + n_knots}) "
+            f"(receivers × path-loss coefficients of {n_knots} knots)"
+        )
+    _finite(coef, "coef", source)
+    n = _check_observations(arrays, "", source, n_rx)
+    power = _numeric(arrays, "power_dbm", source, "f")
+    if power.shape != (n,):
+        raise HeimdallError(f"{source}: 'power_dbm' has shape {power.shape}, expected ({n},) (one per label)")
+    if "held_obs_session_id" in arrays:
+        _check_observations(arrays, "held_", source, n_rx)
+
+
+def _check_observations(arrays: dict[str, np.ndarray], prefix: str, source: str, n_rx: int) -> int:
+    """Shapes of the stored labelled observations ``{prefix}obs_*``; their number of sessions."""
+    n = len(_numeric(arrays, f"{prefix}obs_session_id", source, "iu"))
+    shapes = {"pos_km": (n, 2), "radius_km": (n,), "y_db": (n, n_rx), "cens_db": (n, n_rx),
+              "state": (n, n_rx), "band": (n,)}  # fmt: skip
+    for f, shape in shapes.items():
+        name = f"{prefix}obs_{f}"
+        if f == "band" and name not in arrays:  # maps written before bands existed: all 2 m
+            continue
+        a = _numeric(arrays, name, source, "iu" if f in ("state", "band") else "f")
+        if a.shape != shape:
+            raise HeimdallError(
+                f"{source}: {name!r} has shape {a.shape}, expected {shape} (labels × receivers)"
+            )
+    return n
+
+
+def _numeric(arrays: dict[str, np.ndarray], name: str, source: str, kinds: str) -> np.ndarray:
+    """``arrays[name]``, present and of a numpy dtype kind in ``kinds`` (``f`` float, ``i``/``u`` int)."""
+    if name not in arrays:
+        raise HeimdallError(f"{source}: array {name!r} missing")
+    a = arrays[name]
+    if a.dtype.kind not in kinds and not (kinds == "f" and a.dtype.kind in "iu"):
+        raise HeimdallError(f"{source}: array {name!r} has dtype {a.dtype}, expected a numeric one ({kinds})")
+    return a
+
+
+def _finite(a: np.ndarray, name: str, source: str, minimum: float | None = None) -> None:
+    """Refuse NaN / ±inf (and values below ``minimum``) in ``a``, naming how many."""
+    bad = ~np.isfinite(a)
+    if bad.any():
+        raise HeimdallError(
+            f"{source}: {name!r} has {int(bad.sum())} of {a.size} values not finite (NaN or inf)"
+        )
+    if minimum is not None and (low := int(np.sum(a < minimum))):
+        raise HeimdallError(f"{source}: {name!r} has {low} of {a.size} values below {minimum:g}")
 
 
 def _banded(grid: np.ndarray) -> np.ndarray:

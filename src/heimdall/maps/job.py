@@ -11,7 +11,7 @@ from heimdall.errors import HeimdallError
 from heimdall.maps.artifact import load_map, log_map_to_mlflow, save_map
 from heimdall.maps.config import MapsConfig, load_maps_config
 from heimdall.maps.fit import RadioMap, fit_radio_map
-from heimdall.maps.observations import LabelledObservations, observations_from_store
+from heimdall.maps.observations import LabelledObservations, NetworkCoverage, observations_with_coverage
 from heimdall.maps.plot import draw_maps
 from heimdall.network import load_network
 
@@ -28,6 +28,9 @@ def fit_map_from_store(
 
     With ``previous`` only the sessions it does not hold are added (``map fit --update``).
     ``prior`` overrides settings (e.g. a pretrained model's ``prior_*`` law and statistics).
+    The map's metrics count the labelled sessions none of whose receivers is in the network
+    (``n_sessions_off_network``) and the store's station ids outside it
+    (``n_stations_off_network``); a store with no session on the network is refused.
     """
     return fit_maps_from_store(store, [prior], network, config, previous, storage_options)[0]
 
@@ -50,10 +53,11 @@ def fit_maps_from_store(
     cfg = load_maps_config(config) if config else (previous.config if previous is not None else MapsConfig())
     cfgs = [MapsConfig.model_validate({**cfg.model_dump(), **p}) if p else cfg for p in priors]
     measured: dict[tuple[float, float], LabelledObservations] = {}  # one measurement per setting
+    coverage: dict[tuple[float, float], NetworkCoverage] = {}
     for c in cfgs:
         key = (c.max_label_radius_m, c.detection_snr_db)
         if key not in measured:
-            measured[key], net = observations_from_store(
+            measured[key], net, coverage[key] = observations_with_coverage(
                 store, net, storage_options, max_label_radius_m=key[0], detection_snr_db=key[1]
             )
     assert net is not None
@@ -66,10 +70,13 @@ def fit_maps_from_store(
             measured[key] = obs.select(new)
             if len(measured[key]) == 0:
                 raise HeimdallError(f"{store}: no labelled sessions that the previous map does not hold")
-    return [
-        fit_radio_map(measured[(c.max_label_radius_m, c.detection_snr_db)], net, c, previous=previous)
-        for c in cfgs
-    ]
+    maps = []
+    for c in cfgs:
+        key = (c.max_label_radius_m, c.detection_snr_db)
+        m = fit_radio_map(measured[key], net, c, previous=previous)
+        m.metrics.update(coverage[key].metrics())  # labelled sessions / stations the network left out
+        maps.append(m)
+    return maps
 
 
 def run_map_fit(

@@ -19,15 +19,24 @@ from heimdall.data.session import SessionBatch
 from heimdall.errors import HeimdallError
 from heimdall.maps.estimator import RadioMapLocator
 from heimdall.maps.fit import RadioMap
+from heimdall.maps.observations import UNUSED
 
 
 def locate_with_map(rmap: RadioMap, batch: SessionBatch) -> dict[str, Any]:
     """Posterior answer (JSON-ready) for the first session of ``batch`` with the maps ``rmap``."""
     obs = rmap.observe(batch.select([0]))
-    if not np.any(obs.state[0] != 0):
+    if not np.any(obs.state[0] != UNUSED):
+        session = int(batch.session_id[0])
+        stations = sorted({str(s) for s in batch.rx_station[0] if str(s)})
+        on_network = [s for s in stations if s in set(rmap.network.ids)]
+        if on_network:
+            raise HeimdallError(
+                f"session {session}: none of its receivers in the map's network {rmap.network.name!r} "
+                f"({', '.join(on_network)}) is online: no power was measured to locate from"
+            )
         raise HeimdallError(
-            f"session {int(batch.session_id[0])}: none of its receivers {sorted(set(batch.rx_station[0]))} "
-            f"is in the map's network {rmap.network.name!r}"
+            f"session {session}: none of its receivers {stations} is in the map's network "
+            f"{rmap.network.name!r}"
         )
     post = RadioMapLocator(rmap).posterior_map(obs)
     frame = rmap.network.frame

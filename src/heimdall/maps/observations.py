@@ -26,7 +26,7 @@ import os
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -201,6 +201,70 @@ def observations_from_batch(
     )
 
 
+@dataclass
+class NetworkCoverage:
+    """How the receivers of a store's labelled sessions match a network's stations (by station id).
+
+    Attributes
+    ----------
+    n_sessions
+        Labelled sessions read.
+    n_sessions_off_network
+        Those none of whose receivers is a station of the network: a fit cannot use them.
+    stations_off_network
+        Station ids of the labelled sessions' receivers that are not in the network.
+    stations
+        Every station id of the labelled sessions' receivers.
+
+    """
+
+    n_sessions: int = 0
+    n_sessions_off_network: int = 0
+    stations_off_network: set[str] = field(default_factory=set)
+    stations: set[str] = field(default_factory=set)
+
+    def add(self, batch: SessionBatch, network: Network) -> None:
+        """Count the labelled sessions of ``batch`` (empty station ids are padding slots)."""
+        batch = batch.select(np.flatnonzero(batch.labelled))
+        station = batch.rx_station.astype(str)
+        present = station != ""
+        in_net = np.isin(station, np.asarray(network.ids, dtype=str)) & present
+        self.n_sessions += batch.n_sessions
+        self.n_sessions_off_network += int(np.sum(~in_net.any(axis=1)))
+        self.stations.update(station[present].tolist())
+        self.stations_off_network.update(station[present & ~in_net].tolist())
+
+    def metrics(self) -> dict[str, int]:
+        """Counts for a fit's metrics: sessions and station ids of the store outside the network."""
+        return {
+            "n_sessions_off_network": self.n_sessions_off_network,
+            "n_stations_off_network": len(self.stations_off_network),
+        }
+
+    def check(self, uri: str, network: Network) -> None:
+        """Refuse a store none of whose labelled sessions has a receiver of ``network``.
+
+        Raises
+        ------
+        HeimdallError
+            Naming the network, some of the store's station ids and the network's.
+
+        """
+        if self.n_sessions and self.n_sessions_off_network == self.n_sessions:
+            raise HeimdallError(
+                f"{uri}: none of the {self.n_sessions} labelled sessions has a receiver of network "
+                f"{network.name!r} (store stations: {_some(self.stations)}; network stations: "
+                f"{_some(network.ids)}): use the network the store was recorded with"
+            )
+
+
+def _some(ids: Any, n: int = 5) -> str:
+    """Up to ``n`` sorted ids, then how many more."""
+    ids = sorted(ids)
+    more = f" and {len(ids) - n} more" if len(ids) > n else ""
+    return ", ".join(ids[:n]) + more
+
+
 def store_network(store: SessionStore, network: Network | None) -> Network:
     """The network of a store: the one given, else the store's metadata ``network``."""
     if network is not None:
@@ -246,16 +310,52 @@ def observations_from_store(
         Measured SNR (dB over the capture bandwidth) from which a receiver is heard.
 
     """
+    obs, net, _ = observations_with_coverage(
+        uri, network, storage_options, limit, max_label_radius_m, workers, detection_snr_db
+    )
+    return obs, net
+
+
+def observations_with_coverage(
+    uri: str,
+    network: Network | None = None,
+    storage_options: dict[str, Any] | None = None,
+    limit: int | None = None,
+    max_label_radius_m: float | None = None,
+    workers: int | None = None,
+    detection_snr_db: float = DETECTION_SNR_DB,
+) -> tuple[LabelledObservations, Network, NetworkCoverage]:
+    """:func:`observations_from_store`, and how the store's receivers matched the network.
+
+    Parameters are those of :func:`observations_from_store`.
+
+    Raises
+    ------
+    HeimdallError
+        No labelled session, or none with a receiver of the network (:meth:`NetworkCoverage.check`).
+
+    """
     store = SessionStore.open(uri, storage_options=storage_options)
     net = store_network(store, network)
     total = len(store) if limit is None else min(limit, len(store))
     n_workers = max(1, workers or min(MAX_MEASURE_WORKERS, os.cpu_count() or 1))
-    sessions = _first_sessions(store, total, max_label_radius_m)
+    coverage = NetworkCoverage()
+    sessions = _counted(_first_sessions(store, total, max_label_radius_m), coverage, net)
     parts = list(_measured(sessions, net, n_workers, detection_snr_db))
     obs = LabelledObservations.concat(parts) if parts else None
     if obs is None or len(obs) == 0:
         raise HeimdallError(f"{uri}: no labelled sessions (tx_lat_deg / tx_lon_deg) to fit a map from")
-    return obs, net
+    coverage.check(uri, net)
+    return obs, net, coverage
+
+
+def _counted(
+    batches: Iterator[SessionBatch], coverage: NetworkCoverage, net: Network
+) -> Iterator[SessionBatch]:
+    """``batches`` unchanged, each counted into ``coverage`` as it passes."""
+    for batch in batches:
+        coverage.add(batch, net)
+        yield batch
 
 
 def _first_sessions(

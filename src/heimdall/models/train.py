@@ -314,11 +314,11 @@ def run_training(cfg: TrainConfig, resume: str | None = None, progress: bool = T
     from heimdall.models.tracking import EpochLogger, check_run_folder, log_final
 
     tracking_uri(cfg)  # refused here, before any work, when MLflow has no store for it
-    check_run_folder(cfg.trainer.out_dir)
     if resume is not None and not Path(resume).is_file():
         raise HeimdallError(f"--resume {resume!r}: no such checkpoint")
     if resume is not None:  # refused here, before any run starts, if it is more than plain data
         read_checkpoint(resume, "--resume checkpoint")
+    check_run_folder(cfg.trainer.out_dir)
     spec = load_world_spec(cfg)
     val_store = SessionStore.open(cfg.data.val)
     check_compatible(cfg.data.val, val_store, spec)

@@ -261,10 +261,15 @@ def create_app(
         items = [{"loc": list(loc), "msg": msg, "type": "value_error"} for loc, msg in exc.items]
         return JSONResponse(status_code=422, content={"detail": items})
 
-    @app.api_route("/health", methods=["GET", "HEAD"], response_model=Health)
+    @app.get("/health", response_model=Health)
     def health() -> dict[str, Any]:
-        """Liveness and the loaded model's version (HEAD too, as load balancers probe)."""
+        """Liveness and the loaded model's version."""
         return {"status": "ok", "model_version": predictor.version}
+
+    @app.head("/health", response_model=Health)
+    def health_head() -> dict[str, Any]:
+        """Liveness for load balancers that probe with HEAD (headers only)."""
+        return health()
 
     @app.get("/v1/model")
     def model() -> dict[str, Any]:
