@@ -193,7 +193,9 @@ def test_import_sample_rate_in_range_is_used(acquisition: Path, tmp_path: Path) 
     assert (got.sample_rate_hz == 6000.0).all() and got.n_samples == 300
 
 
-def test_split_negative_seed(tmp_path: Path, sessions12: SessionBatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_split_negative_seed(
+    tmp_path: Path, sessions12: SessionBatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     store = two_shards(tmp_path / "ds", sessions12.select(slice(0, 6)))
     expect_error(["data", "split", store, "--out", str(tmp_path / "o"), "--seed", "-4"], capsys,
                  "--seed", "must be >= 0", "-4")  # fmt: skip

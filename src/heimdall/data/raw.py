@@ -146,8 +146,11 @@ def resample(x: np.ndarray, rate_in: float, rate_out: float) -> np.ndarray:
 
 
 def check_sample_rate(rate_hz: float, where: str) -> None:
-    """Refuse a sample rate outside :data:`MIN_SAMPLE_RATE_HZ` .. :data:`MAX_SAMPLE_RATE_HZ` (NaN, ±Inf,
-    zero and negative rates included), naming ``where`` (a file, or the option that asked for it)."""
+    """Refuse a sample rate outside :data:`MIN_SAMPLE_RATE_HZ` .. :data:`MAX_SAMPLE_RATE_HZ`.
+
+    NaN, ±Inf, zero and negative rates included; the error names ``where`` (a file, or the
+    option that asked for the rate).
+    """
     if not MIN_SAMPLE_RATE_HZ <= rate_hz <= MAX_SAMPLE_RATE_HZ:  # False for NaN too
         raise HeimdallError(
             f"{where}: sample rate must be {MIN_SAMPLE_RATE_HZ:g} to {MAX_SAMPLE_RATE_HZ:g} Hz, got {rate_hz}"
