@@ -75,6 +75,22 @@ def test_sigmf_export_import_round_trip(
     assert back.metadata["note"] == "interchange test"
 
 
+def test_sigmf_export_refuses_a_folder_holding_another_store(
+    tmp_path: Path, sessions12: SessionBatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exporting into a folder with another store's sessions would import as one mixed store."""
+    first = make_store(tmp_path / "a", sessions12.select(slice(0, 2)))
+    run(["data", "export-sigmf", first, "--out", str(tmp_path / "sig")])
+    run(["data", "export-sigmf", first, "--out", str(tmp_path / "sig")])  # the same store again: fine
+    other = SessionStore.create(tmp_path / "b", {**META, "note": "another store"})
+    other.append_shard(0, sessions12.select(slice(2, 4)))
+    expect_error(["data", "export-sigmf", str(tmp_path / "b"), "--out", str(tmp_path / "sig")], capsys,
+                 "already holds an export of another store")  # fmt: skip
+    (tmp_path / "sig" / "heimdall-dataset.json").unlink()
+    expect_error(["data", "export-sigmf", str(tmp_path / "b"), "--out", str(tmp_path / "sig")], capsys,
+                 "SigMF sessions without a heimdall-dataset.json")  # fmt: skip
+
+
 def test_sigmf_export_limit_and_s3_source(s3_bucket: str, tmp_path: Path, sessions12: SessionBatch) -> None:
     uri = f"s3://{s3_bucket}/store"
     with SessionStore.create(uri, META) as store:

@@ -197,6 +197,7 @@ def export_sigmf(
         store.require_sessions()
         total = len(store) if limit is None else min(limit, len(store))
         meta_file = resolve_inside(out, DATASET_FILE, source=str(out), field="dataset metadata file")
+        _refuse_other_export(out, meta_file, store.metadata)
         meta_file.write_text(json.dumps({"metadata": store.metadata}, indent=1))
         for batch in store.iter_shards():
             for i in range(batch.n_sessions):
@@ -209,6 +210,24 @@ def export_sigmf(
             if written >= total:
                 break
     return {"sessions": written, "out": str(out)}
+
+
+def _refuse_other_export(out: Path, meta_file: Path, metadata: dict[str, Any]) -> None:
+    """HeimdallError when ``out`` already holds SigMF sessions of another store.
+
+    Importing the folder would read both sets as one store under this store's metadata.
+    Sessions of the same store (same metadata) may be written again.
+    """
+    if meta_file.exists():
+        previous = _read_json(meta_file, "dataset metadata").get("metadata")
+        if previous == json.loads(json.dumps(metadata)):
+            return
+        why = "an export of another store (its metadata differ)"
+    elif next(out.rglob("*.sigmf-collection"), None) is not None:
+        why = f"SigMF sessions without a {DATASET_FILE}"
+    else:
+        return
+    raise HeimdallError(f"{out}: already holds {why}; export into an empty folder")
 
 
 # ---------------------------------------------------------------------- import
