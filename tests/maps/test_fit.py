@@ -164,3 +164,15 @@ def test_update_refuses_another_detection_threshold(network) -> None:
     first = fit_radio_map(obs.select(slice(0, 40)), network, MapsConfig(iterations=2))
     with pytest.raises(HeimdallError, match="detection_snr_db -5 dB differs from the previous map's 0 dB"):
         fit_radio_map(obs.select(slice(40, None)), network, MapsConfig(detection_snr_db=-5.0), previous=first)
+
+
+def test_labels_no_receiver_heard_are_left_out_and_counted(network) -> None:
+    """A labelled session nobody heard has no power to fit from: left out of the fit, not silently."""
+    from heimdall.maps.observations import SILENT
+
+    rng = np.random.default_rng(6)
+    pos = np.column_stack([rng.uniform(-100, 100, 80), rng.uniform(-90, 85, 80)])
+    obs, _ = synth(network, pos, smooth_field, rng, noise_db=2.0)
+    obs.state[:7] = SILENT
+    m = fit_radio_map(obs, network, MapsConfig(holdout_fraction=0.0, iterations=2))
+    assert m.metrics["n_unheard_labels"] == 7 and m.metrics["n_labels"] == 73

@@ -678,6 +678,7 @@ def fit_radio_map(
     if known_power_dbm is not None:
         known_power_dbm = np.asarray(known_power_dbm)[~hold]
     has_heard = (fit_obs.state == HEARD).any(axis=1) | (known_power_dbm is not None)
+    n_unheard = int(np.sum(~has_heard))  # nothing measured to fit from: left out, and counted
     fit_obs = fit_obs.select(has_heard)
     if known_power_dbm is not None:
         known_power_dbm = known_power_dbm[has_heard]
@@ -718,7 +719,8 @@ def fit_radio_map(
         out = RadioMap(network, grid, prior, None, tuple(cfg.pathloss_knots_km), zeros,
                        zeros + np.float32(prior.sigma_db**2), cfg, fit_obs,
                        start.power if n_fit else np.zeros(0))  # fmt: skip
-        out.metrics = {"n_labels": n_fit, "fitted": False, "fit_seconds": time.perf_counter() - t0}
+        out.metrics = {"n_labels": n_fit, "n_unheard_labels": n_unheard, "fitted": False,
+                       "fit_seconds": time.perf_counter() - t0}  # fmt: skip
         out.metrics["_held"] = held
         return out
     st, z, nug, use, outliers = _iterate(
@@ -737,6 +739,7 @@ def fit_radio_map(
     )  # fmt: skip
     out.metrics = {
         "n_labels": n_fit,
+        "n_unheard_labels": n_unheard,
         "fitted": True,
         "n_censored": int(np.sum((fit_obs.state == SILENT) | (fit_obs.state == CLIPPED))),
         "n_outliers": int(outliers.sum()),
