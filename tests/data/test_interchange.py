@@ -263,7 +263,12 @@ def _edit_meta(folder: Path, edit) -> str:
         (
             "meta",
             lambda m: m["global"]["core:geolocation"].update({"coordinates": [8.1, 145.0]}),
-            "is not a [lon, lat] in degrees",
+            "core:geolocation: field 'lat' must be -90 to 90 degrees, got 145",
+        ),
+        (
+            "meta",
+            lambda m: m["global"]["core:geolocation"].update({"coordinates": [700.0, 45.0]}),
+            "core:geolocation: field 'lon' must be -180 to 180 degrees, got 700",
         ),
         (
             "meta",

@@ -283,12 +283,10 @@ def _load_recording(meta_path: Path, collection: Path, session_id: int, position
     coords = geo.get("coordinates") if isinstance(geo, dict) else None
     if not (isinstance(coords, list) and len(coords) >= 2):
         raise HeimdallError(f"{where}: field 'core:geolocation' missing or not a GeoJSON point [lon, lat]")
-    point = {"lon": coords[0], "lat": coords[1]}
-    lon_deg, lat_deg = (_number(point, k, f"{where} core:geolocation") for k in ("lon", "lat"))
-    if not (-90.0 <= lat_deg <= 90.0 and -180.0 <= lon_deg <= 180.0):
-        raise HeimdallError(
-            f"{where}: field 'core:geolocation' [{lon_deg}, {lat_deg}] is not a [lon, lat] in degrees"
-        )
+    point, geo_where = {"lon": coords[0], "lat": coords[1]}, f"{where} core:geolocation"
+    lon_deg, lat_deg = (_number(point, k, geo_where) for k in ("lon", "lat"))
+    check_degrees(lat_deg, "lat", geo_where, 90.0)
+    check_degrees(lon_deg, "lon", geo_where, 180.0)
     start_ns = 0
     if SigMFFile.DATETIME_KEY in cap:
         start_ns = parse_utc_ns(cap[SigMFFile.DATETIME_KEY], f"{where} core:datetime")
